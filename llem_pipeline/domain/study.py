@@ -112,10 +112,12 @@ class StudyConfig(BaseModel):
         return self
 
     def _points(self) -> list[dict[str, Any]]:
+        """Sweep points (Cartesian product) followed by explicit points; just the base when neither is given."""
         keys = list(self.sweep)
-        points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
-        if not points and not self.experiments:
-            points = [{}]
+        if keys:
+            points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
+        else:
+            points = [] if self.experiments else [{}]
         return points + [dict(p) for p in self.experiments]
 
     def expand(self, source: str | None = None) -> StudyPlan:
