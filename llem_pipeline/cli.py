@@ -1,0 +1,46 @@
+"""The ``llem`` command: a dispatcher over subcommands, each a ``main_*(argv) -> int`` function in its own module.
+
+Add a subcommand by adding one entry to ``COMMANDS``; its module is imported only when the subcommand
+runs, so ``llem make-model`` never imports Dagster or DuckDB.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "make-model": (
+        "llem_pipeline.engines.tiny_model",
+        "main_make_model",
+        "build a random-weight Llama-style model + BPE tokenizer offline (presets tiny, small, 1b, 8b)",
+    ),
+}
+
+
+def usage() -> str:
+    """Return the top-level help text listing the subcommands."""
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: llem <command> [args...]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in sorted(COMMANDS.items())]
+    lines += ["", "Run `llem <command> --help` for the command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``llem <command> ...``; return the process exit code (0 ok, 2 usage error)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"llem: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    return int(getattr(importlib.import_module(module), function)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
