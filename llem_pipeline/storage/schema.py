@@ -1,0 +1,84 @@
+"""The SQL interface: table allow-list, schema migrations and views (the SQL itself lives in .sql files).
+
+``schema.sql`` is migration 1; later migrations are appended to ``MIGRATIONS`` as
+``(number, file, description)`` and applied in order by ``apply_schema``. ``views.sql`` is
+re-applied every time (CREATE OR REPLACE), so view changes need no migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from importlib import resources
+
+import duckdb
+
+from llem_pipeline.storage.errors import StorageError
+
+# Tables keyed by (run_date, config_hash, run_id); a write replaces a (run_date, config_hash) partition.
+PARTITIONED_TABLES: tuple[str, ...] = (
+    "experiment_results",
+    "process_results",
+    "environment_snapshots",
+    "baselines",
+    "power_samples",
+    "requests",
+)
+TABLES: tuple[str, ...] = ("experiment_configs", *PARTITIONED_TABLES)
+VIEWS: tuple[str, ...] = ("latest_results", "efficiency", "nightly_trend")
+PARTITION_COLUMNS: tuple[str, ...] = ("run_date", "config_hash", "run_id")
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "schema.sql", "initial schema: configs, results, processes, environment, baselines, samples, requests"),
+)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def sql_text(name: str) -> str:
+    """Return the text of a packaged .sql file of llem_pipeline.storage (e.g. 'schema.sql')."""
+    return resources.files("llem_pipeline.storage").joinpath(name).read_text(encoding="utf-8")
+
+
+def checked_table(name: str, allowed: tuple[str, ...] = TABLES) -> str:
+    """Return ``name`` when it is in the allow-list; raise StorageError otherwise.
+
+    Identifiers are never taken from user input without passing through here: every table name
+    that reaches an SQL string is one of ``TABLES``.
+    """
+    if not isinstance(name, str) or name not in allowed:
+        raise StorageError(f"table {name!r} is not one of the llem tables {', '.join(allowed)}")
+    return name
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """Return the highest applied migration number (0 for an empty database)."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND schema_name = 'main'"
+    ).fetchone()
+    if not exists or exists[0] == 0:
+        return 0
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply pending migrations and (re)create the views inside the caller's transaction; return the version.
+
+    Raises StorageError when the database is newer than this code.
+    """
+    version = current_version(con)
+    if version > LATEST_VERSION:
+        raise StorageError(
+            f"database schema version {version} is newer than this llem_pipeline ({LATEST_VERSION}): "
+            "upgrade llem_pipeline or point LLEM_DUCKDB at another file"
+        )
+    for number, filename, description in MIGRATIONS:
+        if number <= version:
+            continue
+        con.execute(sql_text(filename))
+        con.execute(
+            "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+            [number, datetime.now(UTC), description],
+        )
+        version = number
+    con.execute(sql_text("views.sql"))
+    return version

@@ -1,0 +1,317 @@
+"""ResultStore: the transactional DuckDB store of llem results.
+
+Connections are short (open, one transaction, close) because DuckDB lets one process write a file
+and a reader also blocks writers. Every write is one transaction that replaces a partition
+(run_date, config_hash): DELETE it from every affected table, INSERT the new rows from pyarrow
+tables, COMMIT — so writing the same run twice leaves the same rows, and a failure or a crash
+leaves the old rows or the new ones, never half. Lock conflicts are retried with jittered
+exponential backoff (locking.py). All values travel as parameters; table names come from the
+allow-list in schema.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from llem_pipeline import paths
+from llem_pipeline.domain import ExperimentConfig, ExperimentResult, compute_measurement_config_hash
+from llem_pipeline.storage import locking
+from llem_pipeline.storage import rows as R
+from llem_pipeline.storage.errors import StorageError
+from llem_pipeline.storage.run_folder import load_run_folder
+from llem_pipeline.storage.schema import (
+    PARTITION_COLUMNS,
+    PARTITIONED_TABLES,
+    TABLES,
+    apply_schema,
+    checked_table,
+)
+from llem_pipeline.storage.sql_guard import check_read_only
+
+T = TypeVar("T")
+_STAGING = "_llem_rows"  # the one name under which incoming arrow tables are registered
+READ_CONFIG: dict[str, Any] = {"enable_external_access": False}
+
+
+class ResultStore:
+    """The llem DuckDB file: schema, idempotent partition writes, read-only queries.
+
+    ``path`` defaults to ``llem_pipeline.paths.duckdb_path()`` (``LLEM_DUCKDB`` or
+    ``<data_dir>/llem.duckdb``); ``data_dir`` (default ``paths.data_dir()``) bounds the run folders
+    ``write_run_folder`` accepts; ``lock_timeout_s`` is the total time, s, a call waits for the file
+    lock (default 120 s or ``LLEM_DUCKDB_LOCK_TIMEOUT_S``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        lock_timeout_s: float | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve() if path is not None else paths.duckdb_path()
+        self._data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
+        self.lock_timeout_s = locking.default_lock_timeout_s() if lock_timeout_s is None else float(lock_timeout_s)
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.path)!r})"
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder run folders must live in (``data_dir`` argument or ``paths.data_dir()``)."""
+        return self._data_dir if self._data_dir is not None else paths.data_dir()
+
+    # ------------------------------------------------------------------ connections
+    def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``work(con)`` in one read-write transaction (retried whole on lock/conflict); return its value."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def attempt() -> T:
+            con = duckdb.connect(str(self.path), read_only=False)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    out = work(con)
+                    con.execute("COMMIT")
+                except BaseException:
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass
+                    raise
+                return out
+            finally:
+                con.close()
+
+        return locking.retry_locked(
+            attempt,
+            path=self.path,
+            timeout_s=self.lock_timeout_s,
+            retry_on=lambda e: locking.is_lock_error(e) or locking.is_conflict_error(e),
+        )
+
+    @contextmanager
+    def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = locking.connect(self.path, read_only=True, timeout_s=self.lock_timeout_s, config=READ_CONFIG)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ schema
+    def ensure_schema(self) -> int:
+        """Create or migrate the tables and (re)create the views; return the schema version (int)."""
+        version = self._write(apply_schema)
+        self._schema_ready = True
+        return version
+
+    def _ready(self) -> None:
+        if not self._schema_ready:
+            self.ensure_schema()
+
+    # ------------------------------------------------------------------ writes
+    def upsert_configs(self, study: str, configs: Mapping[str, ExperimentConfig]) -> int:
+        """Register a study's experiments in ``experiment_configs`` (insert or replace); return rows written.
+
+        Each key must be the measurement_config_hash of its config (else StorageError).
+        """
+        if not isinstance(study, str) or not study.strip() or len(study) > 200:
+            raise StorageError(f"study={study!r} must be a non-empty name of at most 200 characters")
+        now = datetime.now(UTC)
+        rows = []
+        for config_hash, config in configs.items():
+            actual = compute_measurement_config_hash(config)
+            if actual != config_hash:
+                raise StorageError(f"configs[{config_hash!r}] hashes to {actual!r}: keys must be config hashes")
+            rows.append(R.config_row(study, config_hash, config, now))
+        if not rows:
+            return 0
+        table = R.rows_to_table(rows)
+        self._ready()
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            con.register(_STAGING, table)
+            try:
+                con.execute(f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
+            finally:
+                con.unregister(_STAGING)
+            return table.num_rows
+
+        return self._write(work)
+
+    def write_run_folder(
+        self,
+        run_dir: str | Path,
+        *,
+        run_date: date | str,
+        config_hash: str,
+        run_id: str,
+        study: str | None = None,
+    ) -> dict[str, int]:
+        """Validate a run folder and write all of it in one transaction; return {table: rows written}.
+
+        Replaces the partition (run_date, config_hash) in every partitioned table (a table whose file
+        is absent ends with 0 rows for it). Raises RunFolderError (nothing written) when the folder
+        lies outside the data dir or breaks the contract.
+        """
+        folder = load_run_folder(
+            run_dir, data_dir=self.data_dir, run_date=run_date, config_hash=config_hash, run_id=run_id, study=study
+        )
+        return self.write_tables(run_date, config_hash, run_id, folder.tables)
+
+    def write_tables(
+        self,
+        run_date: date | str,
+        config_hash: str,
+        run_id: str,
+        tables: Mapping[str, pa.Table],
+    ) -> dict[str, int]:
+        """Replace partition (run_date, config_hash) of the given tables in ONE transaction; return {table: rows}.
+
+        ``tables`` maps names from the allow-list (experiment_results, process_results,
+        environment_snapshots, baselines, power_samples, requests) to pyarrow tables whose columns are
+        a subset of the table's columns; partition columns may be present (they must then equal the
+        arguments) or absent (filled in). An experiment_results row without a study takes the study
+        from experiment_configs when exactly one study registered the config.
+        """
+        day = R.as_run_date(run_date)
+        R.check_config_hash(config_hash)
+        R.check_run_id(run_id)
+        if not tables:
+            raise StorageError("write_tables got no tables: pass {table_name: pyarrow.Table, ...}")
+        prepared: dict[str, pa.Table] = {}
+        for name, table in tables.items():
+            checked_table(name, PARTITIONED_TABLES)
+            if not isinstance(table, pa.Table):
+                raise StorageError(f"tables[{name!r}] is a {type(table).__name__}, expected a pyarrow.Table")
+            prepared[name] = _strip_partition(name, table, day, config_hash, run_id)
+        self._ready()
+        params = [day, config_hash, run_id]
+
+        def work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for name in prepared:
+                con.execute(f"DELETE FROM {name} WHERE run_date = ? AND config_hash = ?", [day, config_hash])
+            for name, table in prepared.items():
+                counts[name] = table.num_rows
+                if table.num_rows == 0:
+                    continue
+                _check_columns(con, name, table)
+                con.register(_STAGING, table)
+                try:
+                    con.execute(
+                        f"INSERT INTO {name} BY NAME SELECT ?::DATE AS run_date, ?::VARCHAR AS config_hash, "
+                        f"?::VARCHAR AS run_id, * FROM {_STAGING}",
+                        params,
+                    )
+                finally:
+                    con.unregister(_STAGING)
+            if counts.get("experiment_results"):
+                con.execute(
+                    "UPDATE experiment_results SET study = ("
+                    "  SELECT min(study) FROM experiment_configs c WHERE c.config_hash = ? "
+                    "  HAVING count(DISTINCT study) = 1"
+                    ") WHERE run_date = ? AND config_hash = ? AND study IS NULL",
+                    [config_hash, day, config_hash],
+                )
+            return counts
+
+        return self._write(work)
+
+    # ------------------------------------------------------------------ reads
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
+        """Run one read-only SELECT/EXPLAIN with parameters; return the rows as a pyarrow Table.
+
+        Waits (jittered backoff) while a writer holds the file; raises ReadOnlyViolation for any
+        other statement and StorageError when the database does not exist. File access from SQL
+        (read_csv, COPY, ATTACH) is disabled on this connection.
+        """
+        check_read_only(sql)
+        with self._read() as con:
+            return con.sql(sql, params=params).to_arrow_table() if params else con.sql(sql).to_arrow_table()
+
+    def read_result(self, config_hash: str, run_date: date | str | None = None) -> ExperimentResult:
+        """Return the stored ExperimentResult of ``config_hash`` (latest run, or the latest of ``run_date``).
+
+        Raises LookupError when no result is stored for it.
+        """
+        R.check_config_hash(config_hash)
+        sql = "SELECT result_json FROM experiment_results WHERE config_hash = ?"
+        params: list[Any] = [config_hash]
+        if run_date is not None:
+            sql += " AND run_date = ?"
+            params.append(R.as_run_date(run_date))
+        sql += " ORDER BY run_date DESC, end_time DESC, run_id DESC LIMIT 1"
+        table = self.query(sql, params)
+        if table.num_rows == 0:
+            when = f" on {R.as_run_date(run_date)}" if run_date is not None else ""
+            raise LookupError(f"no experiment result stored for config_hash={config_hash!r}{when} in {self.path}")
+        return ExperimentResult.model_validate_json(table.column("result_json")[0].as_py())
+
+    def read_partition(self, table: str, run_date: date | str, config_hash: str) -> pa.Table:
+        """Return the rows of ``table`` for partition (run_date, config_hash) as a pyarrow Table.
+
+        Samples come ordered by process, device and time; other tables by run_id and their index.
+        """
+        name = checked_table(table, PARTITIONED_TABLES)
+        order = {
+            "power_samples": "run_id, process_index, device_index, t_mono_s",
+            "requests": "run_id, process_index, request_index",
+            "process_results": "run_id, process_index",
+            "baselines": "run_id, device_uuid",
+        }.get(name, "run_id")
+        return self.query(
+            f"SELECT * FROM {name} WHERE run_date = ? AND config_hash = ? ORDER BY {order}",
+            [R.as_run_date(run_date), R.check_config_hash(config_hash)],
+        )
+
+    def row_counts(self) -> dict[str, int]:
+        """Return {table: row count} for every llem table (0 for all when the file does not exist yet)."""
+        if not self.path.is_file():
+            return dict.fromkeys(TABLES, 0)
+        with self._read() as con:
+            present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            return {
+                t: (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if t in present else 0)  # type: ignore[index]
+                for t in TABLES
+            }
+
+
+def _strip_partition(name: str, table: pa.Table, day: date, config_hash: str, run_id: str) -> pa.Table:
+    """Return ``table`` without partition columns, after checking any present ones hold the given values."""
+    expected = {"run_date": day, "config_hash": config_hash, "run_id": run_id}
+    for col in PARTITION_COLUMNS:
+        if col not in table.column_names:
+            continue
+        column = table.column(col)
+        if table.num_rows:
+            want = expected[col]
+            if col == "run_date" and not pa.types.is_date(column.type):
+                want = day.isoformat()
+                column = column.cast(pa.string())
+            bad = pc.sum(pc.invert(pc.fill_null(pc.equal(column, pa.scalar(want)), False))).as_py()
+            if bad:
+                raise StorageError(
+                    f"tables[{name!r}] has {bad} row(s) whose {col} differs from {col}={expected[col]!s}: "
+                    "a write covers exactly one partition"
+                )
+        table = table.drop_columns([col])
+    return table
+
+
+def _check_columns(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    known = {r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main'", [name]
+    ).fetchall()}
+    unknown = [c for c in table.column_names if c not in known]
+    if unknown:
+        raise StorageError(f"tables[{name!r}] has unknown column(s) {unknown}; {name} has {sorted(known)}")
