@@ -16,6 +16,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_make_model",
         "build a random-weight Llama-style model + BPE tokenizer offline (presets tiny, small, 1b, 8b)",
     ),
+    "sql": (
+        "llem_pipeline.storage.sql_cli",
+        "main_sql",
+        "run one read-only SELECT against the results DuckDB file (retries while a write runs)",
+    ),
 }
 
 

@@ -47,7 +47,8 @@ class ResultStore:
     ``path`` defaults to ``llem_pipeline.paths.duckdb_path()`` (``LLEM_DUCKDB`` or
     ``<data_dir>/llem.duckdb``); ``data_dir`` (default ``paths.data_dir()``) bounds the run folders
     ``write_run_folder`` accepts; ``lock_timeout_s`` is the total time, s, a call waits for the file
-    lock (default 120 s or ``LLEM_DUCKDB_LOCK_TIMEOUT_S``).
+    lock (default 120 s or ``LLEM_DUCKDB_LOCK_TIMEOUT_S``); ``connection_config`` is passed to
+    ``duckdb.connect`` for writes (e.g. a DuckDBResource's connection_config).
     """
 
     def __init__(
@@ -56,10 +57,12 @@ class ResultStore:
         *,
         data_dir: str | Path | None = None,
         lock_timeout_s: float | None = None,
+        connection_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path).expanduser().resolve() if path is not None else paths.duckdb_path()
         self._data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self.lock_timeout_s = locking.default_lock_timeout_s() if lock_timeout_s is None else float(lock_timeout_s)
+        self.connection_config = dict(connection_config or {})
         self._schema_ready = False
 
     def __repr__(self) -> str:
@@ -76,7 +79,7 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         def attempt() -> T:
-            con = duckdb.connect(str(self.path), read_only=False)
+            con = duckdb.connect(str(self.path), read_only=False, config=self.connection_config)
             try:
                 con.execute("BEGIN TRANSACTION")
                 try:
