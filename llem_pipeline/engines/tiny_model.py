@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "llem_model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 
 
@@ -59,6 +59,7 @@ class ModelPreset:
     rope_theta: float | None = None
     corpus_words: int = 3000
     corpus_sentences: int = 5000
+    initializer_range: float = 0.02  # std of the random weights
 
     @property
     def head_dim(self) -> int:
@@ -67,7 +68,8 @@ class ModelPreset:
 
 
 PRESETS: dict[str, ModelPreset] = {
-    "tiny": ModelPreset(64, 128, 2, 2, 2, 2048, None, True, 2048, "float32"),
+    # tiny: std 0.2 (not Llama's 0.02) so greedy output varies instead of repeating one token
+    "tiny": ModelPreset(64, 128, 2, 2, 2, 2048, None, True, 2048, "float32", initializer_range=0.2),
     "small": ModelPreset(768, 3072, 12, 12, 12, 8192, None, True, 4096, "float32", corpus_words=12000, corpus_sentences=20000),
     "1b": ModelPreset(2048, 8192, 16, 32, 8, 8192, 128256, True, 8192, "bfloat16", 500000.0, 12000, 20000),
     "8b": ModelPreset(4096, 14336, 32, 32, 8, 8192, 128256, False, 8192, "bfloat16", 500000.0, 12000, 20000),
@@ -145,6 +147,7 @@ def llama_config(preset: ModelPreset, tokenizer_size: int, bos_id: int, eos_id: 
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         tie_word_embeddings=preset.tie_word_embeddings,
+        initializer_range=preset.initializer_range,
         **kwargs,
     )
 
