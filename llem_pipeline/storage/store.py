@@ -143,10 +143,8 @@ class ResultStore:
 
         def work(con: duckdb.DuckDBPyConnection) -> int:
             con.register(_STAGING, table)
-            try:
-                con.execute(f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
-            finally:
-                con.unregister(_STAGING)
+            con.execute(f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
+            con.unregister(_STAGING)
             return table.num_rows
 
         return self._write(work)
@@ -209,15 +207,15 @@ class ResultStore:
                 if table.num_rows == 0:
                     continue
                 _check_columns(con, name, table)
+                # The registration dies with the connection; unregistering in a `finally` would mask
+                # the real error with "transaction is aborted".
                 con.register(_STAGING, table)
-                try:
-                    con.execute(
-                        f"INSERT INTO {name} BY NAME SELECT ?::DATE AS run_date, ?::VARCHAR AS config_hash, "
-                        f"?::VARCHAR AS run_id, * FROM {_STAGING}",
-                        params,
-                    )
-                finally:
-                    con.unregister(_STAGING)
+                con.execute(
+                    f"INSERT INTO {name} BY NAME SELECT ?::DATE AS run_date, ?::VARCHAR AS config_hash, "
+                    f"?::VARCHAR AS run_id, * FROM {_STAGING}",
+                    params,
+                )
+                con.unregister(_STAGING)
             if counts.get("experiment_results"):
                 con.execute(
                     "UPDATE experiment_results SET study = ("
@@ -315,6 +313,9 @@ def _check_columns(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -
     known = {r[0] for r in con.execute(
         "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main'", [name]
     ).fetchall()}
+    dupes = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if dupes:
+        raise StorageError(f"tables[{name!r}] has duplicate column(s) {dupes}")
     unknown = [c for c in table.column_names if c not in known]
     if unknown:
         raise StorageError(f"tables[{name!r}] has unknown column(s) {unknown}; {name} has {sorted(known)}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -327,5 +328,9 @@ def write_run_folder(
     pq.write_table(timeseries_table(n_samples, n_processes=n_processes, start=start, power_w=power_w, seed=seed),
                    tmp / "timeseries.parquet")
     pq.write_table(requests_table(n_requests, n_processes=n_processes, seed=seed), tmp / "requests.parquet")
+    if final.exists():  # replace an older folder of the same run, as the worker does
+        old = final.parent / f".{run_id}.old-{os.getpid()}"
+        os.replace(final, old)
+        shutil.rmtree(old)
     os.replace(tmp, final)
     return final

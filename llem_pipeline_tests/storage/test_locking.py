@@ -1,0 +1,114 @@
+"""locking.py: jittered backoff, retry semantics, and real lock contention with a second process."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from llem_pipeline.domain import compute_measurement_config_hash
+from llem_pipeline.storage import LockTimeoutError, ResultStore
+from llem_pipeline.storage.locking import backoff_delays, is_lock_error, retry_locked
+from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
+
+LOCK_MSG = 'IO Error: Could not set lock on file "x.duckdb": Conflicting lock is held in python (PID 1)'
+
+
+def test_backoff_never_exceeds_the_total_wait() -> None:
+    for seed in range(20):
+        delays = list(backoff_delays(3.0, random.Random(seed)))
+        assert sum(delays) == pytest.approx(3.0, abs=1e-9)
+        assert all(0 < d <= 2.0 + 0.001 for d in delays)
+
+
+def test_backoff_is_jittered() -> None:
+    a = list(backoff_delays(5.0, random.Random(1)))[:8]
+    b = list(backoff_delays(5.0, random.Random(2)))[:8]
+    assert a != b
+
+
+def test_retry_locked_retries_lock_errors_then_returns() -> None:
+    calls: list[int] = []
+    slept: list[float] = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise duckdb.IOException(LOCK_MSG)
+        return "ok"
+
+    assert retry_locked(fn, path="x.duckdb", timeout_s=10, sleep=slept.append) == "ok"
+    assert len(calls) == 4 and len(slept) == 3
+
+
+def test_retry_locked_gives_a_clear_timeout() -> None:
+    def fn() -> None:
+        raise duckdb.IOException(LOCK_MSG)
+
+    with pytest.raises(LockTimeoutError, match=r"x\.duckdb.*stayed locked.*Conflicting lock.*LLEM_DUCKDB_LOCK_TIMEOUT_S"):
+        retry_locked(fn, path="x.duckdb", timeout_s=0.5, sleep=lambda s: None)
+
+
+def test_other_errors_propagate_at_once() -> None:
+    calls: list[int] = []
+
+    def fn() -> None:
+        calls.append(1)
+        raise duckdb.IOException("IO Error: No space left on device")
+
+    with pytest.raises(duckdb.IOException, match="No space"):
+        retry_locked(fn, path="x.duckdb", timeout_s=10, sleep=lambda s: None)
+    assert calls == [1]
+    assert not is_lock_error(ValueError(LOCK_MSG))
+
+
+def _holder(db: Path, seconds: float, read_only: bool) -> subprocess.Popen:
+    """Start a process that opens ``db`` and holds it for ``seconds`` s; returns once it holds the lock."""
+    code = textwrap.dedent(
+        f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(db)!r}, read_only={read_only})
+        con.execute("SELECT count(*) FROM experiment_results").fetchall()
+        print("holding", flush=True)
+        time.sleep({seconds})
+        con.close()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_write_lands_after_a_reader_releases_the_file(store: ResultStore, data_dir: Path) -> None:
+    store.ensure_schema()
+    config = make_config()
+    h = compute_measurement_config_hash(config)
+    folder = write_run_folder(data_dir, config=config)
+    holder = _holder(store.path, 2.0, read_only=True)
+    try:
+        impatient = ResultStore(store.path, data_dir=data_dir, lock_timeout_s=0.3)
+        with pytest.raises(LockTimeoutError, match="stayed locked"):
+            impatient.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
+        counts = store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
+        # The write could only land once the holder had closed the file.
+        assert holder.poll() is not None or holder.wait(5) == 0
+    finally:
+        holder.wait(10)
+    assert counts["experiment_results"] == 1
+    assert store.row_counts()["power_samples"] == 100
+
+
+def test_query_waits_while_a_writer_holds_the_file(store: ResultStore) -> None:
+    store.ensure_schema()
+    holder = _holder(store.path, 2.0, read_only=False)
+    try:
+        table = store.query("SELECT count(*) AS n FROM experiment_results")
+        assert holder.poll() is not None
+    finally:
+        holder.wait(10)
+    assert table.column("n").to_pylist() == [0]

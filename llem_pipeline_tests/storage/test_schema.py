@@ -1,0 +1,89 @@
+"""schema.sql / views.sql / schema.py: tables and views on an empty file, comments, migrations, allow-list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from llem_pipeline.storage import PARTITIONED_TABLES, TABLES, VIEWS, ResultStore, StorageError
+from llem_pipeline.storage.schema import LATEST_VERSION, apply_schema, checked_table, sql_text
+
+
+def test_sql_files_run_as_plain_sql_on_an_empty_file(tmp_path: Path) -> None:
+    # What a user does in the duckdb shell: `.read schema.sql` then `.read views.sql`.
+    con = duckdb.connect(str(tmp_path / "plain.duckdb"))
+    con.execute(sql_text("schema.sql"))
+    con.execute(sql_text("views.sql"))
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert set(TABLES) | {"schema_version"} == tables
+    for view in VIEWS:
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
+    con.close()
+
+
+def test_ensure_schema_creates_everything_and_is_idempotent(store: ResultStore) -> None:
+    assert store.ensure_schema() == LATEST_VERSION
+    assert store.ensure_schema() == LATEST_VERSION
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        versions = con.execute("SELECT version FROM schema_version").fetchall()
+        assert versions == [(LATEST_VERSION,)]
+        for view in VIEWS:
+            con.execute(f"SELECT * FROM {view}").fetchall()
+    finally:
+        con.close()
+    assert store.row_counts() == dict.fromkeys(TABLES, 0)
+
+
+def test_every_table_and_column_is_documented(store: ResultStore) -> None:
+    store.ensure_schema()
+    undocumented_tables = store.query(
+        "SELECT table_name FROM duckdb_tables() WHERE comment IS NULL OR comment = ''"
+    ).column("table_name").to_pylist()
+    assert undocumented_tables == []
+    undocumented_columns = store.query(
+        "SELECT table_name || '.' || column_name AS c FROM duckdb_columns() "
+        "WHERE schema_name = 'main' AND table_name IN (SELECT table_name FROM duckdb_tables()) "
+        "AND (comment IS NULL OR comment = '')"
+    ).column("c").to_pylist()
+    assert undocumented_columns == []
+    view_comments = store.query("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").to_pylist()
+    assert {v["view_name"] for v in view_comments if v["comment"]} == set(VIEWS)
+
+
+def test_partitioned_tables_have_partition_columns_first(store: ResultStore) -> None:
+    store.ensure_schema()
+    for table in PARTITIONED_TABLES:
+        cols = store.query(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+        ).column("column_name").to_pylist()
+        assert cols[:3] == ["run_date", "config_hash", "run_id"], table
+
+
+def test_newer_database_is_refused(store: ResultStore) -> None:
+    store.ensure_schema()
+    con = duckdb.connect(str(store.path))
+    con.execute("INSERT INTO schema_version VALUES (?, now(), 'from the future')", [LATEST_VERSION + 1])
+    con.close()
+    with pytest.raises(StorageError, match="newer than this llem_pipeline"):
+        ResultStore(store.path).ensure_schema()
+
+
+def test_apply_schema_upgrades_a_version_0_database(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMPTZ, description VARCHAR)")
+    assert apply_schema(con) == LATEST_VERSION
+    con.close()
+
+
+@pytest.mark.parametrize("name", ["requests; DROP TABLE experiment_results", "main.requests", "REQUESTS", "", "x"])
+def test_table_names_outside_the_allow_list_are_rejected(name: str) -> None:
+    with pytest.raises(StorageError, match="not one of the llem tables"):
+        checked_table(name)
+
+
+def test_allow_list_accepts_known_tables() -> None:
+    for t in TABLES:
+        assert checked_table(t) == t
