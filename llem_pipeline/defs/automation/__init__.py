@@ -1,0 +1,1 @@
+"""Jobs, the nightly schedule and the report-refresh sensor."""

@@ -1,0 +1,35 @@
+"""Jobs: the measurement assets over chosen partitions, the nightly benchmark, the efficiency report."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from llem_pipeline.defs.constants import MEASUREMENT_GROUP, RESULTS_GROUP
+from llem_pipeline.defs.experiments.partitions import measurement_partitions
+from llem_pipeline.defs.reports.assets import efficiency_report
+
+MEASUREMENT_ASSETS = dg.AssetSelection.groups(MEASUREMENT_GROUP, RESULTS_GROUP)
+# A run that outlives this is failed by run monitoring (dagster.yaml enables it), freeing its GPU slot.
+MAX_RUNTIME_S = 6 * 3600
+
+measure_experiments = dg.define_asset_job(
+    name="measure_experiments",
+    selection=MEASUREMENT_ASSETS,
+    partitions_def=measurement_partitions,
+    tags={"dagster/max_runtime": MAX_RUNTIME_S},
+    description="Measure the selected (date × config) partitions: GPU step, then results, latencies, power samples.",
+)
+
+nightly_benchmark_job = dg.define_asset_job(
+    name="nightly_benchmark_job",
+    selection=MEASUREMENT_ASSETS,
+    partitions_def=measurement_partitions,
+    tags={"dagster/max_runtime": MAX_RUNTIME_S, "llem/study": "nightly"},
+    description="The nightly benchmark: one run per config of studies/nightly.yaml (launched by nightly_benchmark).",
+)
+
+refresh_efficiency_report = dg.define_asset_job(
+    name="refresh_efficiency_report",
+    selection=dg.AssetSelection.assets(efficiency_report),
+    description="Re-apply the SQL views and redraw the J/token table and chart.",
+)

@@ -1,0 +1,99 @@
+"""Launch measurements without the daemon: register a study and materialise its partitions on an instance.
+
+Each partition is its own run through ``dg.execute_job`` (multiprocess executor, pools enforced by the
+instance), several at once; the pool "gpu" and the GPU allocator serialise the GPU steps. Used by
+``python -m llem_pipeline.defs.launch`` (``make demo``) and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import dagster as dg
+
+from llem_pipeline.defs.experiments.partitions import (
+    CONFIG_PARTITIONS_NAME,
+    measurement_key,
+    measurement_partitions,
+)
+from llem_pipeline.defs.experiments.registry import scan_studies
+from llem_pipeline.defs.experiments.sensors import register_studies
+from llem_pipeline.defs.store_resource import LlemStore
+from llem_pipeline.domain.errors import ConfigError
+
+
+def measure_job() -> dg.JobDefinition:
+    """Return the resolved ``measure_experiments`` job of the code location (reconstructable target)."""
+    from llem_pipeline.definitions import defs
+
+    return defs().resolve_job_def("measure_experiments")
+
+
+def report_job() -> dg.JobDefinition:
+    """Return the resolved ``refresh_efficiency_report`` job (reconstructable target)."""
+    from llem_pipeline.definitions import defs
+
+    return defs().resolve_job_def("refresh_efficiency_report")
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """One launched run: its partition, run id and success."""
+
+    run_date: str
+    config_hash: str
+    run_id: str
+    success: bool
+
+
+def register_study(instance: dg.DagsterInstance, study: str, store: LlemStore | None = None) -> list[str]:
+    """Register every study (experiment_configs + dynamic partitions) and return ``study``'s config hashes.
+
+    Raises ConfigError when ``study`` is missing or invalid (the message lists the invalid files).
+    """
+    scan = scan_studies()
+    plan = scan.plans.get(study)
+    if plan is None:
+        raise ConfigError(
+            f"study {study!r} is not a valid study under the studies folder "
+            f"(valid: {sorted(scan.plans) or 'none'}){'; invalid: ' + scan.error_summary() if scan.errors else ''}"
+        )
+    known = set(instance.get_dynamic_partitions(CONFIG_PARTITIONS_NAME))
+    new, _ = register_studies(scan, store or LlemStore(), known)
+    if new:
+        instance.add_dynamic_partitions(CONFIG_PARTITIONS_NAME, new)
+    return list(plan.config_hashes)
+
+
+def _run_one(instance: dg.DagsterInstance, run_date: str, config_hash: str, tags: dict[str, str]) -> LaunchOutcome:
+    key = measurement_key(run_date, config_hash)
+    result = dg.execute_job(
+        dg.reconstructable(measure_job),
+        instance=instance,
+        tags={**measurement_partitions.get_tags_for_partition_key(key), **tags},
+    )
+    return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
+
+
+def materialize_partitions(
+    instance: dg.DagsterInstance,
+    run_date: str,
+    config_hashes: Sequence[str],
+    *,
+    parallel: int = 4,
+    tags: dict[str, str] | None = None,
+) -> list[LaunchOutcome]:
+    """Run ``measure_experiments`` once per config hash for ``run_date``, up to ``parallel`` runs at once.
+
+    Returns the outcomes in ``config_hashes`` order. The instance must be persistent (pools need it).
+    """
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(_run_one, instance, run_date, h, dict(tags or {})) for h in config_hashes]
+        return [f.result() for f in futures]
+
+
+def refresh_report(instance: dg.DagsterInstance) -> bool:
+    """Materialise efficiency_report; returns True on success."""
+    return dg.execute_job(dg.reconstructable(report_job), instance=instance).success

@@ -1,0 +1,78 @@
+"""Which devices a measurement may use: parse ``LLEM_DEVICES`` ('auto' | 'simulated' | '0,1' | 'GPU-uuid,...').
+
+No silent fallback: 'auto' enumerates GPUs through NVML and fails with a message saying what to set
+when NVML is unavailable. The NVML module is injectable (tests pass a FakePynvml).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import ModuleType
+
+SIMULATED = "simulated"
+AUTO = "auto"
+DEVICES_HELP = (
+    "set LLEM_DEVICES to 'simulated' (the simulated GPU; results are labelled simulated), "
+    "to 'auto' (every GPU NVML reports) or to a comma list of GPU indices or UUIDs such as '0,1'"
+)
+_TOKEN = re.compile(r"^(\d{1,3}|(GPU|MIG)-[A-Za-z0-9-]{4,80})$")
+
+
+class DeviceSpecError(ValueError):
+    """LLEM_DEVICES cannot be used; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    """One lockable device: ``token`` goes to the worker's ``--devices`` and to CUDA_VISIBLE_DEVICES."""
+
+    token: str
+    simulated: bool = False
+
+    @property
+    def lock_name(self) -> str:
+        """Return the lock file name of this device ('gpu-<token>.lock')."""
+        return f"gpu-{self.token}.lock"
+
+
+def _nvml_indices(nvml: ModuleType | None) -> list[str]:
+    """Return the NVML device indices as strings; raises DeviceSpecError when NVML cannot be used."""
+    try:
+        if nvml is None:
+            import pynvml as nvml  # nvidia-ml-py; imported only for 'auto'
+        nvml.nvmlInit()
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        finally:
+            nvml.nvmlShutdown()
+    except Exception as err:  # NVMLError, ImportError, OSError: all mean "no usable NVML here"
+        raise DeviceSpecError(
+            f"LLEM_DEVICES='auto' but NVML is not available on this machine ({type(err).__name__}: {err}); "
+            f"{DEVICES_HELP}"
+        ) from None
+    if count == 0:
+        raise DeviceSpecError(f"LLEM_DEVICES='auto' but NVML reports no GPU; {DEVICES_HELP}")
+    return [str(i) for i in range(count)]
+
+
+def parse_devices(spec: str | None, nvml: ModuleType | None = None) -> list[DeviceSlot]:
+    """Return the lockable device slots of an LLEM_DEVICES value.
+
+    'simulated' → one simulated slot; 'auto' → one slot per NVML GPU; '0,1' / 'GPU-…' → those devices.
+    Raises DeviceSpecError naming the value and the accepted forms.
+    """
+    value = (spec or "").strip()
+    if not value:
+        raise DeviceSpecError(f"LLEM_DEVICES is empty; {DEVICES_HELP}")
+    if value == SIMULATED:
+        return [DeviceSlot(token=SIMULATED, simulated=True)]
+    if value == AUTO:
+        return [DeviceSlot(token=i) for i in _nvml_indices(nvml)]
+    tokens = [t.strip() for t in value.split(",")]
+    bad = [t for t in tokens if not _TOKEN.match(t)]
+    if bad:
+        raise DeviceSpecError(f"LLEM_DEVICES={value!r}: {bad[0]!r} is not a GPU index or UUID; {DEVICES_HELP}")
+    if len(set(tokens)) != len(tokens):
+        raise DeviceSpecError(f"LLEM_DEVICES={value!r} lists a device twice; list each GPU once")
+    return [DeviceSlot(token=t) for t in tokens]

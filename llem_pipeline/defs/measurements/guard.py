@@ -1,0 +1,86 @@
+"""A hard wall-clock limit around the measurement worker: ``python -m llem_pipeline.defs.measurements.guard``.
+
+    python -m llem_pipeline.defs.measurements.guard --timeout S --grace S --stderr-log FILE -- CMD ARGS...
+
+Runs CMD in its own process group, copies its stderr to our stderr and to FILE (so the caller can
+quote the worker's one-line error), forwards SIGINT/SIGTERM to the whole group, and when CMD outlives
+``--timeout`` seconds sends SIGTERM to the group, then SIGKILL after ``--grace`` seconds, and exits 124.
+Otherwise exits with CMD's exit code. Imports nothing from Dagster (it runs as a plain subprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+TIMEOUT_EXIT = 124
+
+
+def _copy_stderr(stream, log_path: Path) -> None:
+    """Copy the child's stderr line by line to our stderr and to ``log_path`` until EOF."""
+    with open(log_path, "ab") as log:
+        for line in iter(stream.readline, b""):
+            sys.stderr.buffer.write(line)
+            sys.stderr.buffer.flush()
+            log.write(line)
+            log.flush()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the child's process group (ignored when it is gone)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_guarded(command: list[str], timeout_s: float, grace_s: float, stderr_log: Path) -> int:
+    """Run ``command`` under the limit; returns its exit code, or 124 when it was stopped for running too long."""
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    copier = threading.Thread(target=_copy_stderr, args=(proc.stderr, stderr_log), daemon=True)
+    copier.start()
+
+    def forward(signum, _frame):
+        _signal_group(proc, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+    while proc.poll() is None:
+        if time.monotonic() > deadline and not timed_out:
+            timed_out = True
+            sys.stderr.write(f"llem-guard: the worker ran longer than {timeout_s:.0f} s; stopping it\n")
+            _signal_group(proc, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+        elif timed_out and time.monotonic() > deadline:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.1)
+    copier.join(timeout=5)
+    return TIMEOUT_EXIT if timed_out else proc.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the guarded command; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="llem-guard", description=__doc__.splitlines()[0])
+    parser.add_argument("--timeout", type=float, required=True, help="Wall-clock limit, s")
+    parser.add_argument("--grace", type=float, default=30.0, help="SIGTERM → SIGKILL grace, s")
+    parser.add_argument("--stderr-log", type=Path, required=True, help="File receiving a copy of stderr")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given after --")
+    return run_guarded(command, args.timeout, args.grace, args.stderr_log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""MeasurementWorker: how the GPU step launches ``python -m llem_pipeline.measure`` (the WORKER contract).
+
+The command runs under the guard (hard wall-clock limit, process-group kill) through Dagster Pipes.
+``python`` may name another interpreter (e.g. a GPU venv with vLLM) that has llem_pipeline installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from llem_pipeline.paths import data_dir
+
+ERROR_PREFIX = "llem-measure: error:"
+
+
+class MeasurementWorker(dg.ConfigurableResource):
+    """Settings of the measurement subprocess."""
+
+    python: str = Field(default="", description="Interpreter running the worker; '' = the one running Dagster")
+    timeout_s: float = Field(default=3600.0, gt=0, description="Worker --timeout: engine processes are killed after it, s")
+    hard_timeout_margin_s: float = Field(
+        default=120.0, ge=0, description="The guard kills the whole process group this long after timeout_s, s"
+    )
+    kill_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM → SIGKILL grace of the guard, s")
+    use_baseline_cache: bool = Field(default=True, description="Reuse idle power per GPU UUID within its TTL")
+
+    def interpreter(self) -> str:
+        """Return the Python executable that runs the worker."""
+        return self.python or sys.executable
+
+    def baseline_cache(self) -> Path | None:
+        """Return the baseline cache file (``<data_dir>/baseline_cache.json``) or None when disabled."""
+        return data_dir() / "baseline_cache.json" if self.use_baseline_cache else None
+
+    def command(
+        self, *, config_path: Path, devices: str, out_dir: Path, run_id: str, experiment_id: str, stderr_log: Path
+    ) -> list[str]:
+        """Return the guarded worker command line (argv list)."""
+        worker = [
+            self.interpreter(), "-m", "llem_pipeline.measure",
+            "--config", str(config_path),
+            "--devices", devices,
+            "--out", str(out_dir),
+            "--timeout", f"{self.timeout_s:g}",
+            "--run-id", run_id,
+            "--experiment-id", experiment_id,
+        ]
+        cache = self.baseline_cache()
+        if cache is not None:
+            worker += ["--baseline-cache", str(cache)]
+        return [
+            self.interpreter(), "-m", "llem_pipeline.defs.measurements.guard",
+            "--timeout", f"{self.timeout_s + self.hard_timeout_margin_s:g}",
+            "--grace", f"{self.kill_grace_s:g}",
+            "--stderr-log", str(stderr_log),
+            "--", *worker,
+        ]
+
+
+def worker_error(stderr_log: Path) -> str | None:
+    """Return the worker's last ``llem-measure: error: ...`` line from the stderr copy, or None."""
+    if not stderr_log.is_file():
+        return None
+    lines = [ln.strip() for ln in stderr_log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    errors = [ln for ln in lines if ln.startswith(ERROR_PREFIX) or ln.startswith("llem-guard:")]
+    return errors[-1] if errors else (lines[-1] if lines else None)

@@ -1,0 +1,81 @@
+"""The v2.0 ExperimentResult of a run folder, and the previous result of the same config (read-only).
+
+The CPU step re-aggregates the raw process results with ``llem_pipeline.measure.aggregation.aggregate``
+(the same pure function the worker uses for result.json), so a change of the aggregation code
+re-derives results without touching a GPU; result.json is the cross-check.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pyarrow.parquet as pq
+
+from llem_pipeline.defs.measurements.run_folder import RunFolder, RunFolderError
+from llem_pipeline.domain.experiment import ExperimentResult
+from llem_pipeline.domain.requests import RequestRecord
+from llem_pipeline.measure.aggregation import aggregate
+from llem_pipeline.storage import ResultStore
+
+
+def request_records(folder: RunFolder) -> list[RequestRecord]:
+    """Return requests.parquet as RequestRecords (times in s from each process's inference start)."""
+    rows = pq.read_table(folder.requests_path).to_pylist()
+    return [
+        RequestRecord(
+            request_index=r["request_index"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
+            submit_time_s=r["submit_s"], first_token_time_s=r["first_token_s"],
+            token_times_s=list(r.get("token_times_s") or []), done_time_s=r["done_s"],
+            finish_reason=r.get("finish_reason"), process_index=r["process_index"],
+        )
+        for r in rows
+    ]
+
+
+def derive_result(folder: RunFolder) -> tuple[ExperimentResult, bool]:
+    """Return (ExperimentResult v2.0 aggregated from the run folder's raw files, agrees with result.json).
+
+    Agreement: same output tokens, and raw energy and J/token within 1e-9 relative of the worker's
+    result.json. Raises RunFolderError when the folder's files are missing or inconsistent.
+    """
+    worker_result = folder.result()
+    try:
+        result = aggregate(
+            folder.process_results(),
+            config=folder.config(),
+            requests=request_records(folder),
+            environment=folder.environment(),
+            experiment_id=worker_result.experiment_id,
+            timeseries=worker_result.timeseries,
+        )
+    except ValueError as err:
+        raise RunFolderError(f"{folder.path}: cannot aggregate the process results: {err}") from None
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+    agrees = (
+        result.total_tokens == worker_result.total_tokens
+        and close(result.total_energy_j, worker_result.total_energy_j)
+        and close(result.avg_energy_per_token_j, worker_result.avg_energy_per_token_j)
+    )
+    return result, agrees
+
+
+def previous_j_per_token(
+    store: ResultStore, config_hash: str, run_id: str, before: datetime
+) -> tuple[float | None, str]:
+    """Return (J/token, 'run_date run run_id') of the latest stored run of ``config_hash`` that ended before
+    ``before`` (another run than ``run_id``), or (None, '') when there is none or no database yet.
+    """
+    if not store.path.is_file():
+        return None, ""
+    table = store.query(
+        "SELECT avg_energy_per_token_j, CAST(run_date AS VARCHAR) AS d, run_id FROM experiment_results "
+        "WHERE config_hash = ? AND run_id <> ? AND end_time < ? ORDER BY end_time DESC LIMIT 1",
+        [config_hash, run_id, before],
+    )
+    if table.num_rows == 0:
+        return None, ""
+    row = table.to_pylist()[0]
+    return float(row["avg_energy_per_token_j"]), f"{row['d']} run {row['run_id'][:8]}"

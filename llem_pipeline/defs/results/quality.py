@@ -1,0 +1,130 @@
+"""Quality checks of one ExperimentResult (SPEC §3.11), as plain functions returning CheckOutcome.
+
+``experiment_results`` turns each outcome into a Dagster AssetCheckResult. Severities: ERROR when the
+number cannot be trusted (schema, energy, counter/trace, throttling); WARN when it is usable but the
+reader must know (short window, simulated device, regression against the previous run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llem_pipeline.domain.experiment import SCHEMA_VERSION, ExperimentResult
+from llem_pipeline.domain.warnings import warning_code
+
+AGREEMENT_LIMIT = 0.05  # |E_counter − ∫P dt| / E_counter
+MIN_WINDOW_S = 30.0  # about 300 updates of the NVML energy counter
+REGRESSION_LIMIT = 0.10  # J/token more than 10 % above the previous run of the same config
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of one check: its name, pass/fail, severity ('ERROR' | 'WARN'), a sentence and numbers."""
+
+    name: str
+    passed: bool
+    severity: str
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _codes(result: ExperimentResult) -> set[str]:
+    return {warning_code(w) for w in result.measurement_warnings}
+
+
+def check_schema_version(result: ExperimentResult) -> CheckOutcome:
+    """Pass when schema_version is exactly "2.0"."""
+    ok = result.schema_version == SCHEMA_VERSION
+    return CheckOutcome("schema_version", ok, "ERROR",
+                        f"schema_version={result.schema_version!r} (expected {SCHEMA_VERSION!r})",
+                        {"schema_version": result.schema_version})
+
+
+def check_energy_sane(result: ExperimentResult) -> CheckOutcome:
+    """Pass when raw energy > 0 J and, with a baseline, 0 J < adjusted ≤ raw."""
+    raw, adj = result.total_energy_j, result.energy_adjusted_j
+    meta = {"total_energy_j": raw, **({"energy_adjusted_j": adj} if adj is not None else {})}
+    if adj is None:
+        return CheckOutcome("energy_sane", raw > 0, "ERROR",
+                            f"raw energy {raw:.3f} J (no baseline: adjusted energy not computed)", meta)
+    ok = raw > 0 and 0 < adj <= raw
+    return CheckOutcome("energy_sane", ok, "ERROR", f"0 < adjusted {adj:.3f} J ≤ raw {raw:.3f} J: {ok}", meta)
+
+
+def check_counter_trace_agreement(result: ExperimentResult) -> CheckOutcome:
+    """Pass when |E_counter − ∫P dt| / E_counter ≤ 5 % (or when only one of the two exists)."""
+    agreement = result.energy_trace_agreement
+    if agreement is None:
+        return CheckOutcome("counter_trace_agreement", True, "ERROR",
+                            f"no cross-check available (energy_method={result.energy_method})", {})
+    ok = agreement <= AGREEMENT_LIMIT
+    return CheckOutcome("counter_trace_agreement", ok, "ERROR",
+                        f"counter vs trace differ by {agreement:.2%} (limit {AGREEMENT_LIMIT:.0%})",
+                        {"energy_trace_agreement": agreement})
+
+
+def check_window_length(result: ExperimentResult) -> CheckOutcome:
+    """Pass when the window lasts ≥ 30 s and the worker raised no short_window warning."""
+    window = result.total_inference_time_sec
+    ok = window >= MIN_WINDOW_S and "short_window" not in _codes(result)
+    return CheckOutcome("window_long_enough", ok, "WARN",
+                        f"window {window:.2f} s (the energy counter needs ≥ {MIN_WINDOW_S:.0f} s for ±0.1 %)",
+                        {"window_s": window})
+
+
+def check_no_throttling(result: ExperimentResult) -> CheckOutcome:
+    """Pass when no thermal / power-cap / HW slowdown clock event was active in the window."""
+    info = result.thermal_throttle
+    detected = bool(info and info.detected) or "thermal_throttling" in _codes(result)
+    seconds = info.throttle_duration_sec if info else 0.0
+    text = f"throttled for {seconds:.2f} s in the window" if detected else "no throttle reason in the window"
+    if info is None and not detected:
+        text = "no throttle information recorded"
+    return CheckOutcome("no_throttling", not detected, "ERROR", text, {"throttle_duration_s": seconds})
+
+
+def check_real_device(result: ExperimentResult) -> CheckOutcome:
+    """Pass when energy comes from a live NVIDIA GPU (NVML); WARN for simulated or replayed devices."""
+    kind = result.device_kind or "unknown"
+    ok = kind == "nvml" and result.energy_method != "simulated"
+    text = "energy from NVML" if ok else f"SIMULATED measurement: device_kind={kind}, not a real GPU reading"
+    return CheckOutcome("real_device", ok, "WARN", text, {"device_kind": kind})
+
+
+def check_regression(result: ExperimentResult, previous_j_per_token: float | None, previous_label: str) -> CheckOutcome:
+    """Pass unless J/token rose more than 10 % against the previous run of the same config."""
+    now = result.avg_energy_per_token_j
+    if previous_j_per_token is None or previous_j_per_token <= 0:
+        return CheckOutcome("no_regression", True, "WARN", "no previous run of this config to compare with",
+                            {"j_per_token": now})
+    change = now / previous_j_per_token - 1.0
+    ok = change <= REGRESSION_LIMIT
+    return CheckOutcome("no_regression", ok, "WARN",
+                        f"J/token {now:.6g} vs {previous_j_per_token:.6g} ({previous_label}): {change:+.1%} "
+                        f"(limit +{REGRESSION_LIMIT:.0%})",
+                        {"j_per_token": now, "previous_j_per_token": previous_j_per_token, "change_pct": 100 * change})
+
+
+CHECK_DESCRIPTIONS: dict[str, str] = {
+    "schema_version": "ExperimentResult.schema_version is exactly '2.0'.",
+    "energy_sane": "Raw energy > 0 J and 0 J < baseline-adjusted energy ≤ raw energy.",
+    "counter_trace_agreement": "NVML energy counter and integrated power trace agree within 5 %.",
+    "window_long_enough": "Measurement window ≥ 30 s (≈ 300 energy-counter updates).",
+    "no_throttling": "No thermal, power-cap or HW slowdown clock event inside the window.",
+    "real_device": "Energy read from a live NVIDIA GPU; simulated/replayed measurements are flagged.",
+    "no_regression": "J/token at most 10 % above the previous run of the same config (from DuckDB).",
+}
+
+
+def run_checks(result: ExperimentResult, previous_j_per_token: float | None, previous_label: str = "") -> list[CheckOutcome]:
+    """Return every check's outcome, in CHECK_DESCRIPTIONS order."""
+    return [
+        check_schema_version(result),
+        check_energy_sane(result),
+        check_counter_trace_agreement(result),
+        check_window_length(result),
+        check_no_throttling(result),
+        check_real_device(result),
+        check_regression(result, previous_j_per_token, previous_label),
+    ]

@@ -1,0 +1,75 @@
+"""The code location loads and is wired as designed: assets, pools, tags, checks, jobs, schedule, sensors."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from llem_pipeline.definitions import defs as lazy_defs
+from llem_pipeline.definitions import executor_config
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return lazy_defs()
+
+
+def test_definitions_are_loadable(defs: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_asset_keys_groups_and_lineage(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        "environment_snapshot", "baseline_power", "raw_process_results",
+        "experiment_results", "power_timeseries", "request_latencies", "efficiency_report",
+    }
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups["raw_process_results"] == "measurement"
+    assert groups["experiment_results"] == "results"
+    assert groups["efficiency_report"] == "reports"
+    parents = {p.to_user_string() for p in graph.get(dg.AssetKey("experiment_results")).parent_keys}
+    assert parents == {"environment_snapshot", "baseline_power", "raw_process_results"}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, f"{key} has no description"
+        assert node.owners == ["team:llem"]
+        assert node.code_version
+        assert node.kinds
+
+
+def test_gpu_step_is_one_op_in_pool_gpu_with_gpu_tag(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("measure_experiments")
+    gpu_nodes = [n for n in job.graph.node_defs if n.pool == "gpu"]
+    assert [n.name for n in gpu_nodes] == ["gpu_measurement"]
+    assert gpu_nodes[0].tags.get("llem/resource") == "gpu"
+    assert set(gpu_nodes[0].output_dict) == {"environment_snapshot", "baseline_power", "raw_process_results"}
+    assert all(n.pool is None for n in job.graph.node_defs if n.name != "gpu_measurement")
+
+
+def test_executor_limits_gpu_steps_per_run(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("measure_experiments")
+    assert job.executor_def.name == "llem_multiprocess"
+    config = executor_config()
+    assert {"key": "llem/resource", "value": "gpu", "limit": 1} in config["tag_concurrency_limits"]
+    assert config["max_concurrent"] >= 2
+
+
+def test_asset_checks_cover_spec_3_11(defs: dg.Definitions) -> None:
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {
+        "schema_version", "energy_sane", "counter_trace_agreement", "window_long_enough",
+        "no_throttling", "real_device", "no_regression",
+    }
+
+
+def test_jobs_schedule_and_sensors_run_by_default(defs: dg.Definitions) -> None:
+    for name in ("measure_experiments", "nightly_benchmark_job", "refresh_efficiency_report"):
+        assert defs.resolve_job_def(name) is not None
+    schedule = defs.resolve_schedule_def("nightly_benchmark")
+    assert schedule.cron_schedule == "0 1 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    for name in ("study_registry", "refresh_after_measurement"):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
