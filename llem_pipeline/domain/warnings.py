@@ -22,6 +22,7 @@ WARNING_CODES: dict[str, str] = {
     "baseline_unavailable": "No idle baseline could be measured; adjusted energy is unavailable",
     "steady_state_not_found": "No steady-state span was found; the whole window was used",
     "processes_not_overlapping": "Engine processes did not overlap in time",
+    "gpu_attribution_conflict": "A device was measured by more than one process, so its energy is counted twice",
     "no_output_tokens": "The window generated no output tokens",
 }
 
