@@ -134,7 +134,7 @@ class _Trace:
         if len(self.t) == 0:
             return 0.0, 0.0, hi - lo
         i0 = max(int(np.searchsorted(self.t, lo, side="right")) - 1, 0)
-        i1 = min(int(np.searchsorted(self.t, hi, side="left")) + 1, len(self.t))
+        i1 = max(min(int(np.searchsorted(self.t, hi, side="left")) + 1, len(self.t)), i0 + 1)
         ps = self.p[i0:i1]
         ts = np.clip(self.t[i0:i1], lo, hi)
         gap = float(np.max(np.diff(np.concatenate([[lo], ts, [hi]])))) if hi > lo else 0.0

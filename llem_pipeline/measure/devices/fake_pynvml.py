@@ -93,7 +93,7 @@ def _make_error_classes() -> tuple[type[Exception], dict[str, type[Exception]]]:
 class ErrorInjection:
     """When to raise ``NVMLError(error_code)`` from the fake.
 
-    ``function``: NVML function name to affect (None = every device function). ``device_index``: only this
+    ``function``: NVML function name to affect (None = every call that takes a device handle). ``device_index``: only this
     fake device (None = all). ``at_calls``: 1-based ordinals of the affected calls. ``after_calls``: every
     affected call after this many. ``during_s``: (start, end) spans in seconds since the fake's devices
     started. ``probability``: seeded chance per affected call.
@@ -112,6 +112,8 @@ class ErrorInjection:
 
     def fires(self, function: str, device: SimulatedDevice | None) -> bool:
         """Returns True when this call must fail (and counts it)."""
+        if self.function is None and device is None:
+            return False  # rules without a function name only hit device calls, not nvmlInit & co.
         if self.function is not None and self.function != function:
             return False
         if self.device_index is not None and (device is None or device.index != self.device_index):
@@ -248,7 +250,9 @@ class FakePynvml(types.ModuleType):
     @staticmethod
     def _avg_power_mw(device: SimulatedDevice) -> int:
         t = device.elapsed_s()
-        span = min(1.0, max(t, 1e-3))
+        if t <= 1e-6:
+            return round(device.power_at(t) * 1000.0)
+        span = min(1.0, t)
         return round((device.model.cumulative_j(t) - device.model.cumulative_j(t - span)) / span * 1000.0)
 
     # -- library --------------------------------------------------------------------------------

@@ -275,7 +275,7 @@ class ActivityDriven:
                 self._last_t = t
                 self._last_cpu = self._cpu_seconds()
                 return
-            if t - self._last_t < self.update_s:
+            if t - self._last_t <= 0.0 or t - self._last_t < self.update_s:
                 return
             cpu = self._cpu_seconds()
             dt = t - self._last_t

@@ -1,0 +1,210 @@
+"""Energy windows: boundary-corrected counter vs the exact integral, wrap/reset safety, fallbacks, warnings."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import numpy as np
+import pytest
+
+from llem_pipeline.domain.warnings import warning_code
+from llem_pipeline.measure.devices.fake_pynvml import ErrorInjection
+from llem_pipeline.measure.devices.simulated import (
+    Constant,
+    FakeClock,
+    Noisy,
+    Piecewise,
+    Ramp,
+    SimulatedDevice,
+    SquareBursts,
+)
+from llem_pipeline.measure.energy import CounterTiming, EnergyMonitor, window_energy
+from llem_pipeline.measure.sampler import Sampler
+from llem_pipeline.measure.samples import COLUMNS, Samples
+from llem_pipeline_tests.measure.sim_rig import make_rig
+
+
+def run_window(devices, sims, clock, duration_s, *, interval_s=0.1, seed=0, lead_s=0.537, **monitor_kw):
+    """Runs one monitored window with a jittered sampler on the fake clock; returns (WindowEnergy, true J, sampler)."""
+    sampler = Sampler(devices, interval_s, clock=clock)
+    monitor = EnergyMonitor(devices, sampler, clock=clock, sleep=clock.sleep, poll_interval_s=0.001, **monitor_kw)
+    clock.advance(lead_s)
+    start = monitor.begin_window()
+    rng = np.random.default_rng(seed)
+    end = start.t_mono_s + duration_s
+    while True:
+        sampler.tick()
+        nxt = clock() + interval_s + rng.uniform(0.0, 0.002)
+        if nxt >= end:
+            clock.set(end)
+            break
+        clock.set(nxt)
+    w = monitor.end_window(start)
+    true = sum(s.true_energy_j(w.start_mono_s, w.end_mono_s) for s in sims)
+    return w, true, sampler, monitor
+
+
+def codes(w) -> set[str]:
+    return {warning_code(x) for x in w.warnings}
+
+
+TRACES = {
+    "constant": Constant(300.0),
+    "square_0.5Hz": SquareBursts(0.5, 0.4, 90.0, 550.0, phase_s=0.31),
+    "square_5Hz": SquareBursts(5.0, 0.3, 120.0, 600.0, phase_s=0.011),
+    "ramp": Ramp(80.0, 650.0, 8.0, t_start_s=1.0),
+    "noise": Noisy(Constant(320.0), 32.0, seed=5),
+}
+
+
+@pytest.mark.parametrize("name", list(TRACES))
+def test_counter_with_boundary_correction_matches_the_exact_integral(name):
+    rig = make_rig(TRACES[name], sim_kwargs={"counter_phase_s": 0.043})
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 6.3)
+    err = abs(w.total_energy_j - true)
+    assert err / true < 5e-4, (w.total_energy_j, true)
+    assert err <= w.uncertainty_j
+    assert w.uncertainty_j / true < 2e-3
+    assert w.method == "nvml_counter" and w.agreement is not None
+    assert w.duration_s == pytest.approx(6.3) and w.counter_updates == pytest.approx(63, rel=0.01)
+    assert w.start_utc.tzinfo is UTC and w.end_utc > w.start_utc
+    assert w.energy_per_device_j == [w.total_energy_j]
+
+
+def test_plain_delta_errs_by_the_partial_steps_and_the_correction_removes_it():
+    def window(correct: bool):
+        rig = make_rig(400.0, sim_kwargs={"counter_phase_s": 0.0})
+        return run_window(rig.devices, rig.sims, rig.clock, 2.05, lead_s=0.09, boundary_correction=correct)
+
+    plain, true, _, _ = window(False)
+    fixed, true2, _, _ = window(True)
+    assert abs(plain.total_energy_j - true) / true > 0.01  # misses ~0.05 s × 400 W of a 2.05 s window
+    assert abs(plain.total_energy_j - true) <= plain.uncertainty_j
+    assert abs(fixed.total_energy_j - true2) / true2 < 5e-4
+
+
+def test_two_devices_are_summed_and_kept_apart():
+    rig = make_rig(100.0, Ramp(200.0, 400.0, 5.0))
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 4.0)
+    assert len(w.energy_per_device_j) == 2 and w.total_energy_j == pytest.approx(sum(w.energy_per_device_j))
+    assert w.energy_per_device_j[0] == pytest.approx(rig.sims[0].true_energy_j(w.start_mono_s, w.end_mono_s), rel=5e-4)
+    assert w.total_energy_j == pytest.approx(true, rel=5e-4)
+
+
+def test_counter_wrap_with_known_modulus_is_unwrapped():
+    rig = make_rig(300.0, sim_kwargs={"counter_modulus_mj": 700_000})  # wraps every 2.33 s
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 8.0, counter_modulus_mj=[700_000])
+    assert w.total_energy_j == pytest.approx(true, rel=5e-4)
+    assert "counter_reset" not in codes(w)
+
+
+def test_counter_wrap_without_modulus_is_bridged_and_reported():
+    rig = make_rig(300.0, sim_kwargs={"counter_modulus_mj": 700_000})
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 8.0)
+    assert "counter_reset" in codes(w)
+    assert w.total_energy_j > 0
+    assert abs(w.total_energy_j - true) <= w.uncertainty_j
+    assert w.total_energy_j == pytest.approx(true, rel=0.02)
+
+
+def test_counter_reset_inside_the_window_is_never_negative_and_is_reported():
+    rig = make_rig(SquareBursts(1.0, 0.5, 100.0, 500.0), sim_kwargs={"counter_reset_at_s": 3.21,
+                                                                    "counter_offset_mj": 5 * 10**9})
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 6.0)
+    assert "counter_reset" in codes(w)
+    assert w.total_energy_j > 0 and abs(w.total_energy_j - true) <= w.uncertainty_j
+    assert w.total_energy_j == pytest.approx(true, rel=0.05)
+
+
+def test_a_counter_that_does_not_advance_is_not_silently_zero():
+    rig = make_rig(250.0, sim_kwargs={"counter_period_s": 1e6, "counter_phase_s": 5e5})
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 3.0, calibrate=False)
+    assert "counter_reset" in codes(w)
+    assert w.total_energy_j == pytest.approx(true, rel=0.01)
+
+
+def test_unsupported_counter_falls_back_to_the_trace_integral():
+    rig = make_rig(Ramp(100.0, 300.0, 10.0), fake_kwargs={"unsupported": ["energy"]})
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 5.0)
+    assert w.method == "trace_integral" and "energy_counter_unsupported" in codes(w)
+    assert w.agreement is None and w.total_energy_j == pytest.approx(w.trace_energy_j)
+    assert w.total_energy_j == pytest.approx(true, rel=0.01)
+
+
+def test_simulated_devices_report_method_simulated():
+    clock = FakeClock()
+    sims = [SimulatedDevice(150.0, clock=clock)]
+    w, true, _, _ = run_window(sims, sims, clock, 3.0)
+    assert w.method == "simulated" and "simulated_device" in codes(w)
+    assert w.total_energy_j == pytest.approx(true, rel=5e-4)
+
+
+def test_nvml_error_during_sampling_ends_the_window_with_the_samples_taken():
+    rig = make_rig(200.0, fake_kwargs={"errors": [ErrorInjection(function="nvmlDeviceGetUtilizationRates",
+                                                                 after_calls=20)]})
+    w, true, sampler, _ = run_window(rig.devices, rig.sims, rig.clock, 5.0)
+    assert sampler.error is not None and sampler.ticks == 20
+    assert {"sampler_error", "too_few_samples"} <= codes(w)
+    assert w.total_energy_j == pytest.approx(true, rel=5e-4)  # the counter still covers the window
+    assert w.trace_energy_j is not None  # from the samples taken before the error
+
+
+def test_calibration_learns_the_counter_period_and_windows_refine_it():
+    rig = make_rig(300.0, sim_kwargs={"counter_period_s": 0.05, "counter_phase_s": 0.013})
+    w, _, _, monitor = run_window(rig.devices, rig.sims, rig.clock, 3.0)
+    timing = monitor.counter_timing[0]
+    assert timing.period_s == pytest.approx(0.05, abs=2e-5)
+    edge = timing.phase_s - rig.sims[0].start_s
+    assert ((edge - 0.013) / 0.05) == pytest.approx(round((edge - 0.013) / 0.05), abs=0.03)
+    assert w.counter_updates == pytest.approx(60, rel=0.01)
+
+
+def test_sub_windows_from_recorded_samples():
+    rig = make_rig(SquareBursts(0.5, 0.5, 150.0, 450.0), sim_kwargs={"counter_phase_s": 0.071})
+    _, _, sampler, monitor = run_window(rig.devices, rig.sims, rig.clock, 12.0)
+    samples = sampler.snapshot()
+    t0 = samples["t_mono_s"][0] + 2.02
+    t1 = t0 + 5.47
+    true = rig.sims[0].true_energy_j(t0, t1)
+    with_timing = window_energy(samples, t0, t1, counter_timing=monitor.counter_timing, interval_s=0.1)
+    assumed = window_energy(samples, t0, t1, interval_s=0.1)
+    for w in (with_timing, assumed):
+        assert abs(w.total_energy_j - true) <= w.uncertainty_j
+        assert w.trace_energy_j is not None and w.method == "nvml_counter"
+        assert "too_few_samples" not in codes(w)
+    assert abs(with_timing.total_energy_j - true) / true < 5e-3
+    assert with_timing.uncertainty_j < assumed.uncertainty_j
+
+
+def _manual(t, p, e) -> Samples:
+    n = len(t)
+    cols = {k: np.full(n, np.nan if dt.kind == "f" else 0, dtype=dt) for k, dt in COLUMNS.items()}
+    cols["t_mono_s"][:] = t
+    cols["utc_ns"][:] = (1_700_000_000 + np.asarray(t)) * 1e9
+    cols["power_w"][:] = p
+    cols["energy_mj"][:] = e
+    return Samples(cols, ("GPU-x",))
+
+
+def test_disagreement_and_too_few_samples_are_warned():
+    t = np.arange(0.0, 10.01, 0.1)
+    e = np.floor(t / 0.1 + 1e-9) * 0.1 * 200.0 * 1000  # a 200 W counter
+    w = window_energy(_manual(t, np.full(len(t), 100.0), e), 1.0, 9.0, interval_s=0.1,
+                      counter_timing=CounterTiming(0.1, 0.0))
+    assert w.total_energy_j == pytest.approx(1600.0, rel=1e-3)
+    assert w.trace_energy_j == pytest.approx(800.0) and w.agreement == pytest.approx(0.5, rel=1e-3)
+    assert "counter_trace_disagreement" in codes(w)
+    sparse = window_energy(_manual(t[::20], np.full(6, 200.0), e[::20]), 1.0, 9.0, interval_s=0.1)
+    assert "too_few_samples" in codes(sparse)
+    assert sparse.start_utc.tzinfo is UTC and sparse.start_utc.timestamp() == pytest.approx(1_700_000_001.0)
+
+
+def test_window_bounds_are_checked():
+    with pytest.raises(ValueError, match="before t0_s"):
+        window_energy(Samples.empty(("GPU-x",)), 2.0, 1.0)
+
+
+def test_piecewise_script_through_a_live_window():
+    rig = make_rig(Piecewise([(0.0, 90.0), (1.7, 610.0), (1.75, 90.0), (3.3, 400.0)]))
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 4.0, lead_s=0.0)
+    assert w.total_energy_j == pytest.approx(true, rel=5e-4)
