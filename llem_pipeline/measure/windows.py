@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from llem_pipeline.domain.config import EnergyConfig
 from llem_pipeline.domain.requests import RequestRecord
 from llem_pipeline.measure.samples import Samples
 
@@ -154,7 +155,7 @@ def detect_steady_state(
     t_s: Sequence[float] | np.ndarray,
     power_w: Sequence[float] | np.ndarray,
     requests_rel: Sequence[RequestRecord],
-    concurrency: int,
+    concurrency: int | None,
     cv_threshold: float,
     min_samples: int,
     *,
@@ -164,7 +165,9 @@ def detect_steady_state(
 
     ``t_s``: sample times, s from inference start (the inference window's samples, one per tick);
     ``power_w``: power per tick, W (summed over devices); ``requests_rel``: measured requests with times
-    in s from inference start; ``concurrency``: saturation level B; ``cv_threshold``: unitless;
+    in s from inference start; ``concurrency``: saturation level B (None: the observed peak of
+    requests generating at once, ``saturation_level()``, e.g. for vLLM where the KV cache may cap
+    concurrency below max_num_seqs); ``cv_threshold``: unitless;
     ``min_samples``: samples in the rolling CV window. Returns a SteadyState with start/end in s.
     """
     t = np.asarray(t_s, dtype=np.float64)
@@ -178,6 +181,8 @@ def detect_steady_state(
     def not_found(reason: str, span: tuple[float, float] | None = None) -> SteadyState:
         return SteadyState(whole[0], whole[1], False, reason, 0, span)
 
+    if concurrency is None:
+        concurrency = max(1, saturation_level(requests_rel))
     span = saturated_span(requests_rel, concurrency, end_margin_requests)
     if isinstance(span, str):
         return not_found(span)
@@ -253,6 +258,40 @@ def total_window(inference_duration_s: float, t_s: Sequence[float] | np.ndarray 
     t = np.asarray(t_s if t_s is not None else [], dtype=np.float64)
     return SteadyState(0.0, float(inference_duration_s), True, "whole inference window",
                        _count_outside(t, 0.0, float(inference_duration_s)))
+
+
+def resolve_window(
+    energy: EnergyConfig,
+    samples: Samples,
+    t0_mono_s: float,
+    t1_mono_s: float,
+    records: Sequence[RequestRecord],
+    concurrency: int | None = None,
+    *,
+    end_margin_requests: int = 0,
+) -> SteadyState:
+    """Return the reported window for ``energy.methodology``, s from inference start.
+
+    ``samples``: the sampler's rows; ``t0_mono_s``/``t1_mono_s``: inference window on the monotonic
+    clock, s; ``records``: measured requests with monotonic times; ``concurrency``: saturation level
+    (None = observed peak). 'total' → (0, t1 − t0); 'windowed' → ``energy.window`` validated (ValueError
+    when it does not fit); 'steady_state' → ``detect_steady_state`` on per-tick power inside the
+    inference window; when nothing is found the result has ``found=False``, its ``reason``, and the
+    whole inference window as (start_s, end_s) with 0 excluded samples, ready to use as a fallback.
+    """
+    duration = t1_mono_s - t0_mono_s
+    t_s, p_w = power_per_tick(samples.between(t0_mono_s, t1_mono_s), t0_mono_s)
+    if energy.methodology == "total":
+        return total_window(duration, t_s)
+    if energy.methodology == "windowed":
+        assert energy.window is not None  # guaranteed by EnergyConfig validation
+        return explicit_window(energy.window, duration, t_s)
+    ss = detect_steady_state(t_s, p_w, relative_requests(records, t0_mono_s), concurrency,
+                             energy.steady_state_cv, energy.steady_state_min_samples,
+                             end_margin_requests=end_margin_requests)
+    if ss.found:
+        return ss
+    return SteadyState(0.0, duration, False, ss.reason, 0, ss.saturated_span)
 
 
 def token_times(record: RequestRecord) -> np.ndarray:
