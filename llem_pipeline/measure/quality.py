@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from llem_pipeline.domain.metrics import ThermalThrottleInfo
-from llem_pipeline.domain.warnings import make_warning
+from llem_pipeline.domain.warnings import make_warning, warning_code
 from llem_pipeline.measure.windows import SteadyState
 
 MIN_COUNTER_UPDATES = 300
@@ -53,6 +53,7 @@ def collect_warnings(
     baseline_floored: bool = False,
     throttle: ThermalThrottleInfo | None = None,
     steady_state: SteadyState | None = None,
+    counter_updates: float | None = None,
     extra: Iterable[str] = (),
 ) -> list[str]:
     """Return the measurement warnings of one window (stable codes, de-duplicated).
@@ -63,9 +64,14 @@ def collect_warnings(
     ``temperature_drift_c``: °C; ``energy_trace_agreement``: |E_counter − ∫P dt| / E_counter;
     ``baseline_enabled``: a baseline was asked for (None power then warns ``baseline_unavailable``);
     ``steady_state``: the detection result when methodology is 'steady_state' (warns when not found);
-    ``extra``: warnings from other stages (sampler, energy), merged in first.
+    ``counter_updates``: counter steps in the window (``WindowEnergy.counter_updates``); when given it
+    decides ``short_window`` instead of window_s / counter_update_interval_s.
+    ``extra``: warnings from other stages (sampler, ``WindowEnergy.warnings``), merged in first; a code
+    already present there is not emitted again (the earlier stage's detail wins).
     """
     out: list[str] = list(extra)
+    n_extra = len(out)
+    have = {warning_code(w) for w in out}
     if device_kind == "simulated":
         out.append(make_warning("simulated_device", "energy and power come from a simulated device, not a real GPU"))
     elif device_kind == "replay":
@@ -75,7 +81,12 @@ def collect_warnings(
                                 "the NVML energy counter is unsupported; energy is the integral of sampled power"))
 
     min_window = MIN_COUNTER_UPDATES * counter_update_interval_s
-    if window_s < min_window:
+    if counter_updates is not None and counter_updates < MIN_COUNTER_UPDATES:
+        out.append(make_warning(
+            "short_window",
+            f"window {window_s:.2f} s spans about {counter_updates:.0f} energy-counter updates "
+            f"(< {MIN_COUNTER_UPDATES}); relative energy error grows on short windows: use more requests"))
+    elif counter_updates is None and window_s < min_window:
         out.append(make_warning(
             "short_window",
             f"window {window_s:.2f} s < {min_window:.0f} s ({MIN_COUNTER_UPDATES} counter updates at "
@@ -120,7 +131,8 @@ def collect_warnings(
 
     if output_tokens <= 0:
         out.append(make_warning("no_output_tokens", "the window holds no generated tokens; per-token figures are 0"))
-    return dedupe(out)
+    own = [w for w in out[n_extra:] if warning_code(w) not in have]
+    return dedupe(out[:n_extra] + own)
 
 
 def _fmt_ms(seconds: float) -> str:

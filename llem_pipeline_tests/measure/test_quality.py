@@ -116,3 +116,18 @@ def test_notes_describe_the_window():
     assert "steady state (engine saturated, power stable), 2.00–20.50 s" in ss
     ex = reproducibility_notes("nvml_counter", "nvml", 0.1, None, methodology="windowed", steady_state_window=(1, 3))
     assert "explicit, 1.00–3.00 s" in ex
+
+
+def test_codes_already_reported_by_the_energy_stage_are_not_repeated():
+    energy_warns = ["too_few_samples: device 0: 100 power samples in 60.000 s, expected about 600",
+                    "simulated_device: all energy comes from simulated devices"]
+    w = collect_warnings(**{**CLEAN, "sample_count": 200, "device_kind": "simulated", "energy_method": "simulated"},
+                         extra=energy_warns)
+    assert w == energy_warns
+
+
+def test_counter_updates_decide_short_window_when_given():
+    assert codes(counter_updates=299.0) == ["short_window"]
+    assert codes(window_s=20.0, sample_count=400, counter_updates=310.0) == []
+    w = collect_warnings(**{**CLEAN, "counter_updates": 120.4})
+    assert "about 120 energy-counter updates (< 300)" in w[0]
