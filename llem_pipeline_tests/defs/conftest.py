@@ -26,8 +26,10 @@ def llem_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A persistent (SQLite, temp dir) Dagster instance whose pools default to a limit of 1."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
     with dg.instance_for_test(
         overrides={"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}},
-        temp_dir=str(tmp_path / "dagster_home"),
+        temp_dir=str(home),
     ) as inst:
         yield inst

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from llem_pipeline.defs.constants import MEASUREMENT_GROUP, RESULTS_GROUP
-from llem_pipeline.defs.experiments.partitions import measurement_partitions
 from llem_pipeline.defs.reports.assets import efficiency_report
 
 MEASUREMENT_ASSETS = dg.AssetSelection.groups(MEASUREMENT_GROUP, RESULTS_GROUP)
@@ -15,7 +14,6 @@ MAX_RUNTIME_S = 6 * 3600
 measure_experiments = dg.define_asset_job(
     name="measure_experiments",
     selection=MEASUREMENT_ASSETS,
-    partitions_def=measurement_partitions,
     tags={"dagster/max_runtime": MAX_RUNTIME_S},
     description="Measure the selected (date × config) partitions: GPU step, then results, latencies, power samples.",
 )
@@ -23,7 +21,6 @@ measure_experiments = dg.define_asset_job(
 nightly_benchmark_job = dg.define_asset_job(
     name="nightly_benchmark_job",
     selection=MEASUREMENT_ASSETS,
-    partitions_def=measurement_partitions,
     tags={"dagster/max_runtime": MAX_RUNTIME_S, "llem/study": "nightly"},
     description="The nightly benchmark: one run per config of studies/nightly.yaml (launched by nightly_benchmark).",
 )

@@ -56,7 +56,10 @@ def run_guarded(command: list[str], timeout_s: float, grace_s: float, stderr_log
     while proc.poll() is None:
         if time.monotonic() > deadline and not timed_out:
             timed_out = True
-            sys.stderr.write(f"llem-guard: the worker ran longer than {timeout_s:.0f} s; stopping it\n")
+            message = f"llem-guard: the worker ran longer than {timeout_s:g} s; stopped it (SIGTERM, then SIGKILL)\n"
+            sys.stderr.write(message)
+            with open(stderr_log, "a", encoding="utf-8") as log:
+                log.write(message)
             _signal_group(proc, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
         elif timed_out and time.monotonic() > deadline:

@@ -1,0 +1,70 @@
+"""study_registry registers each unique config hash as a partition and upserts experiment_configs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from llem_pipeline.defs.experiments.partitions import CONFIG_PARTITIONS_NAME
+from llem_pipeline.defs.experiments.sensors import study_registry
+from llem_pipeline.defs.store_resource import LlemStore
+from llem_pipeline.paths import PROJECT_ROOT
+from llem_pipeline.storage import ResultStore
+from llem_pipeline.studies import load_study
+
+
+@pytest.fixture
+def studies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llem_env: Path) -> Path:
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    for name in ("demo.yaml", "nightly.yaml"):
+        shutil.copy(PROJECT_ROOT / "studies" / name, folder / name)
+    (folder / "broken.yaml").write_text("name: broken\nbase: {model: x, n: -3}\n", encoding="utf-8")
+    monkeypatch.setenv("LLEM_STUDIES_DIR", str(folder))
+    return folder
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None = None):
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"llem_store": LlemStore()})
+    return study_registry.evaluate_tick(ctx)
+
+
+def test_sensor_registers_partitions_and_configs(instance: dg.DagsterInstance, studies: Path, llem_env: Path) -> None:
+    demo = load_study(studies / "demo.yaml").expand()
+    nightly = load_study(studies / "nightly.yaml").expand()
+    tick = _tick(instance)
+    [request] = tick.dynamic_partitions_requests
+    assert request.partitions_def_name == CONFIG_PARTITIONS_NAME
+    assert set(request.partition_keys) == set(demo.config_hashes) | set(nightly.config_hashes)
+    assert "broken.yaml" in tick.skip_message and "n" in tick.skip_message
+    rows = ResultStore(llem_env / "llem.duckdb").query(
+        "SELECT study, config_hash FROM experiment_configs ORDER BY study, config_hash"
+    ).to_pylist()
+    assert {(r["study"], r["config_hash"]) for r in rows} == (
+        {("demo", h) for h in demo.config_hashes} | {("nightly", h) for h in nightly.config_hashes}
+    )
+    assert (llem_env / "configs" / f"{demo.config_hashes[0]}.json").is_file()
+
+
+def test_sensor_skips_when_nothing_changed(instance: dg.DagsterInstance, studies: Path) -> None:
+    first = _tick(instance)
+    instance.add_dynamic_partitions(CONFIG_PARTITIONS_NAME, list(first.dynamic_partitions_requests[0].partition_keys))
+    second = _tick(instance, cursor=first.cursor)
+    assert not second.dynamic_partitions_requests
+    assert "unchanged" in second.skip_message
+    assert "broken.yaml" in second.skip_message
+
+
+def test_sensor_registers_a_new_study_point(instance: dg.DagsterInstance, studies: Path) -> None:
+    first = _tick(instance)
+    instance.add_dynamic_partitions(CONFIG_PARTITIONS_NAME, list(first.dynamic_partitions_requests[0].partition_keys))
+    text = (studies / "demo.yaml").read_text(encoding="utf-8").replace("[1, 4, 8]", "[1, 4, 8, 16]")
+    (studies / "demo.yaml").write_text(text, encoding="utf-8")
+    new_hashes = set(load_study(studies / "demo.yaml").expand().config_hashes)
+    second = _tick(instance, cursor=first.cursor)
+    [request] = second.dynamic_partitions_requests
+    assert len(request.partition_keys) == 1
+    assert request.partition_keys[0] in new_hashes

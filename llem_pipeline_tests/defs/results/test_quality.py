@@ -1,0 +1,63 @@
+"""Each SPEC §3.11 check passes on a sound result and fails (with its severity) on the broken variant."""
+
+from __future__ import annotations
+
+import pytest
+
+from llem_pipeline.defs.results import quality as Q
+from llem_pipeline.domain import ThermalThrottleInfo
+from llem_pipeline.domain.experiment import ExperimentResult
+from llem_pipeline_tests.storage.run_folder_factory import make_config, make_result
+
+
+@pytest.fixture(scope="module")
+def nvml_result() -> ExperimentResult:
+    result, _ = make_result(make_config(), window_s=40.0, device_kind="nvml")
+    return result.model_copy(update={"measurement_warnings": [], "energy_method": "nvml_counter",
+                                     "device_kind": "nvml", "energy_trace_agreement": 0.01})
+
+
+def test_sound_nvml_result_passes_everything(nvml_result: ExperimentResult) -> None:
+    outcomes = Q.run_checks(nvml_result, previous_j_per_token=nvml_result.avg_energy_per_token_j)
+    assert [o.name for o in outcomes if not o.passed] == []
+    assert [o.name for o in outcomes] == list(Q.CHECK_DESCRIPTIONS)
+
+
+def test_schema_version(nvml_result: ExperimentResult) -> None:
+    bad = Q.check_schema_version(nvml_result.model_copy(update={"schema_version": "2.0.0"}))
+    assert not bad.passed and bad.severity == "ERROR"
+
+
+@pytest.mark.parametrize("adjusted", [0.0, -1.0, 1e9])
+def test_energy_sane_needs_0_lt_adjusted_le_raw(nvml_result: ExperimentResult, adjusted: float) -> None:
+    outcome = Q.check_energy_sane(nvml_result.model_copy(update={"energy_adjusted_j": adjusted}))
+    assert not outcome.passed and outcome.severity == "ERROR"
+
+
+def test_counter_trace_agreement_limit(nvml_result: ExperimentResult) -> None:
+    assert Q.check_counter_trace_agreement(nvml_result.model_copy(update={"energy_trace_agreement": 0.05})).passed
+    assert not Q.check_counter_trace_agreement(nvml_result.model_copy(update={"energy_trace_agreement": 0.051})).passed
+    assert Q.check_counter_trace_agreement(nvml_result.model_copy(update={"energy_trace_agreement": None})).passed
+
+
+def test_short_window_warns(nvml_result: ExperimentResult) -> None:
+    outcome = Q.check_window_length(nvml_result.model_copy(update={"total_inference_time_sec": 5.0}))
+    assert not outcome.passed and outcome.severity == "WARN"
+
+
+def test_throttling_fails(nvml_result: ExperimentResult) -> None:
+    throttled = ThermalThrottleInfo(detected=True, thermal=True, hw_thermal=True, throttle_duration_sec=2.5)
+    outcome = Q.check_no_throttling(nvml_result.model_copy(update={"thermal_throttle": throttled}))
+    assert not outcome.passed and outcome.severity == "ERROR" and "2.50 s" in outcome.description
+
+
+def test_simulated_device_warns(nvml_result: ExperimentResult) -> None:
+    outcome = Q.check_real_device(nvml_result.model_copy(update={"device_kind": "simulated"}))
+    assert not outcome.passed and outcome.severity == "WARN" and "SIMULATED" in outcome.description
+
+
+def test_regression_threshold_is_ten_percent(nvml_result: ExperimentResult) -> None:
+    now = nvml_result.avg_energy_per_token_j
+    assert Q.check_regression(nvml_result, now / 1.0999, "prev").passed
+    worse = Q.check_regression(nvml_result, now / 1.11, "prev")
+    assert not worse.passed and worse.severity == "WARN"
