@@ -228,6 +228,60 @@ class ResultStore:
 
         return self._write(work)
 
+    def write_batch(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
+        """Replace MANY partitions in ONE transaction (bulk ingest / backfill); return {table: rows written}.
+
+        Every table must carry the partition columns run_date, config_hash, run_id on every row. The
+        partitions replaced are all (run_date, config_hash) pairs found in any of the tables: each is
+        deleted from every given table, then all rows are inserted. Each partition must come from a
+        single run_id. Raises StorageError (nothing written) on malformed ids or mixed run ids.
+        """
+        if not tables:
+            raise StorageError("write_batch got no tables: pass {table_name: pyarrow.Table, ...}")
+        keys: list[pa.Table] = []
+        for name, table in tables.items():
+            checked_table(name, PARTITIONED_TABLES)
+            if not isinstance(table, pa.Table):
+                raise StorageError(f"tables[{name!r}] is a {type(table).__name__}, expected a pyarrow.Table")
+            missing = [c for c in PARTITION_COLUMNS if c not in table.column_names]
+            if missing:
+                raise StorageError(f"tables[{name!r}] lacks partition column(s) {missing}: write_batch needs them per row")
+            keys.append(_partition_keys(name, table))
+        key_table = pa.concat_tables(keys).group_by(["run_date", "config_hash"]).aggregate([("run_id", "count_distinct")])
+        mixed = pc.sum(pc.greater(key_table.column("run_id_count_distinct"), 1)).as_py()
+        if mixed:
+            raise StorageError(f"{mixed} partition(s) carry rows of more than one run_id: one run per (run_date, config_hash)")
+        key_table = key_table.select(["run_date", "config_hash"])
+        self._ready()
+
+        def work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            con.register("_llem_keys", key_table)
+            for name in tables:
+                con.execute(
+                    f"DELETE FROM {name} WHERE (run_date, config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)"
+                )
+            counts: dict[str, int] = {}
+            for name, table in tables.items():
+                counts[name] = table.num_rows
+                if table.num_rows == 0:
+                    continue
+                _check_columns(con, name, table)
+                con.register(_STAGING, table)
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {_STAGING}")
+                con.unregister(_STAGING)
+            if counts.get("experiment_results"):
+                con.execute(
+                    "UPDATE experiment_results r SET study = c.study FROM ("
+                    "  SELECT config_hash, min(study) AS study FROM experiment_configs GROUP BY config_hash "
+                    "  HAVING count(DISTINCT study) = 1"
+                    ") c WHERE r.config_hash = c.config_hash AND r.study IS NULL "
+                    "AND (r.run_date, r.config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)"
+                )
+            con.unregister("_llem_keys")
+            return counts
+
+        return self._write(work)
+
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         """Run one read-only SELECT/EXPLAIN with parameters; return the rows as a pyarrow Table.
@@ -285,6 +339,32 @@ class ResultStore:
                 t: (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if t in present else 0)  # type: ignore[index]
                 for t in TABLES
             }
+
+
+def _partition_keys(name: str, table: pa.Table) -> pa.Table:
+    """Return the distinct (run_date date32, config_hash, run_id) of ``table`` after validating every id."""
+    keys = table.select(list(PARTITION_COLUMNS))
+    if keys.num_rows == 0:
+        return pa.table({"run_date": pa.array([], pa.date32()), "config_hash": pa.array([], pa.string()),
+                         "run_id": pa.array([], pa.string())})
+    day = keys.column("run_date")
+    if not pa.types.is_date32(day.type):
+        try:
+            day = day.cast(pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StorageError(f"tables[{name!r}].run_date cannot be read as dates (YYYY-MM-DD): {exc}") from exc
+    checks = {"config_hash": "^[0-9a-f]{16}$", "run_id": "^[A-Za-z0-9_-]{1,64}$"}
+    for col, pattern in checks.items():
+        values = keys.column(col).cast(pa.string())
+        ok = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+        bad = pc.filter(values, pc.invert(ok))
+        if len(bad):
+            raise StorageError(f"tables[{name!r}].{col} has malformed value(s), e.g. {bad[0].as_py()!r} (pattern {pattern})")
+        keys = keys.set_column(keys.schema.get_field_index(col), col, values)
+    keys = keys.set_column(0, "run_date", day)
+    if pc.any(pc.is_null(day)).as_py():
+        raise StorageError(f"tables[{name!r}].run_date has NULL values")
+    return keys.group_by(list(PARTITION_COLUMNS)).aggregate([])
 
 
 def _strip_partition(name: str, table: pa.Table, day: date, config_hash: str, run_id: str) -> pa.Table:

@@ -301,3 +301,38 @@ def test_query_on_missing_database_is_a_clear_error(tmp_path) -> None:
 
 def test_rows_to_table_of_nothing_is_empty() -> None:
     assert rows_to_table([]).num_rows == 0
+
+
+def _batch_rows(n_parts: int, run_id: str = "bulk", samples_per_part: int = 5) -> dict[str, pa.Table]:
+    tables = []
+    for p in range(n_parts):
+        t = timeseries_table(samples_per_part, seed=p)
+        n = t.num_rows
+        t = t.add_column(0, "run_id", pa.array([run_id] * n))
+        t = t.add_column(0, "config_hash", pa.array([f"{p:016x}"] * n))
+        t = t.add_column(0, "run_date", pa.array([date(2026, 11, 1)] * n, pa.date32()))
+        tables.append(t)
+    return {"power_samples": pa.concat_tables(tables)}
+
+
+def test_write_batch_replaces_many_partitions_at_once(store) -> None:
+    assert store.write_batch(_batch_rows(10)) == {"power_samples": 50}
+    assert store.write_batch(_batch_rows(10, run_id="again", samples_per_part=3)) == {"power_samples": 30}
+    assert store.row_counts()["power_samples"] == 30
+    assert store.query("SELECT DISTINCT run_id FROM power_samples").column("run_id").to_pylist() == ["again"]
+    # A single-partition write next to the batch touches only its partition.
+    store.write_tables(DAY, f"{3:016x}", "single", {"power_samples": timeseries_table(7)})
+    assert store.row_counts()["power_samples"] == 30 - 3 + 7
+
+
+def test_write_batch_validates_ids_and_run_ids(store) -> None:
+    rows = _batch_rows(2)["power_samples"]
+    bad_hash = rows.set_column(1, "config_hash", pa.array(["x'; DROP TABLE requests"] * rows.num_rows))
+    with pytest.raises(StorageError, match="config_hash has malformed"):
+        store.write_batch({"power_samples": bad_hash})
+    mixed = rows.set_column(2, "run_id", pa.array([f"r{i}" for i in range(rows.num_rows)]))
+    with pytest.raises(StorageError, match="more than one run_id"):
+        store.write_batch({"power_samples": mixed})
+    with pytest.raises(StorageError, match="lacks partition column"):
+        store.write_batch({"power_samples": rows.drop_columns(["run_id"])})
+    assert store.row_counts()["power_samples"] == 0
