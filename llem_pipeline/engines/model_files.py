@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,20 @@ def resolve_model(model: str) -> tuple[str, bool]:
 def local_files_only(is_local: bool) -> bool:
     """Return True when loading must not touch the network (local directory, or HF_HUB_OFFLINE=1)."""
     return is_local or _offline()
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Silence transformers' progress bars ("Loading weights", "Writing model shards") inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False, revision: str | None = None) -> Any:

@@ -199,16 +199,11 @@ def _build(tmp: Path, size: str, seed: int, device: str) -> dict[str, Any]:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     params = sum(p.numel() for p in model.parameters())
-    from transformers.utils import logging as hf_logging
+    from llem_pipeline.engines.model_files import quiet_progress
 
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_progress():
         model.save_pretrained(tmp, max_shard_size="5GB")
         tokenizer.save_pretrained(tmp)
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()

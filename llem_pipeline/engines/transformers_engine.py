@@ -24,7 +24,7 @@ from typing import Any
 
 from llem_pipeline.domain.config import ExperimentConfig, PyTorchConfig
 from llem_pipeline.domain.requests import RequestRecord
-from llem_pipeline.engines.model_files import EngineLoadError, local_files_only, resolve_model
+from llem_pipeline.engines.model_files import EngineLoadError, local_files_only, quiet_progress, resolve_model
 from llem_pipeline.engines.protocol import EngineInfo
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -292,7 +292,8 @@ def load_transformers_engine(config: ExperimentConfig, device_indices: list[int]
     model = None
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
+            with quiet_progress():
+                model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
         except (OSError, ValueError, ImportError) as e:
             raise EngineLoadError(
                 f"model={config.model!r} could not be loaded by transformers "

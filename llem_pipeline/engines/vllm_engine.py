@@ -1,7 +1,7 @@
 """The vLLM engine: ``LLM(...)`` from the config's vllm section, token-id prompts, per-token timing.
 
-Every prompt is submitted at once (``LLM.enqueue``: continuous batching is vLLM's own) as a
-``TokensPrompt``, so vLLM sees exactly the token ids the transformers engine sees. Generation is driven
+Every prompt is submitted at once (``llm_engine.add_request``, as ``LLM.generate`` does; continuous
+batching is vLLM's own) as a ``TokensPrompt``, so vLLM sees exactly the token ids the transformers engine sees. Generation is driven
 by the same loop ``LLM.generate`` runs internally (``llm_engine.step()`` until no request is left),
 with ``RequestOutputKind.DELTA`` so each step hands over only the new tokens.
 
@@ -86,8 +86,8 @@ def monotonic_to_perf_offset(samples: int = 5) -> float:
 def llm_kwargs(config: ExperimentConfig, target: str, supported: set[str] | None = None) -> dict[str, Any]:
     """Return the ``LLM(...)`` keyword arguments for ``config`` (only the vllm-section fields that are set).
 
-    ``supported`` (the installed vLLM's EngineArgs field names) turns a set option that this vLLM lacks
-    into a ValueError naming it.
+    ``supported`` (the installed vLLM's EngineArgs field names) turns an option that this vLLM lacks into
+    a ValueError naming it, unless it is left at the VLLMConfig default (then it is not passed).
     """
     section = config.vllm or VLLMConfig()
     kw: dict[str, Any] = {
@@ -101,6 +101,8 @@ def llm_kwargs(config: ExperimentConfig, target: str, supported: set[str] | None
         if value is None:
             continue
         if supported is not None and name not in supported:
+            if value == VLLMConfig.model_fields[name].default:
+                continue  # left at our default: nothing to pass
             raise ValueError(
                 f"vllm.{name}={value!r} is not supported by the installed vLLM (no such LLM/EngineArgs option); "
                 f"remove vllm.{name} from the config"
@@ -192,19 +194,20 @@ class VLLMEngine:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
-    def _enqueue(self, prompts: list[list[int]]) -> list[str]:
+    def _enqueue(self, prompts: list[list[int]]) -> dict[str, int]:
+        """Add every prompt to the engine; return {request id: prompt index} (our external ids and vLLM's internal ones)."""
         from vllm.inputs import TokensPrompt
 
-        token_prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
-        if hasattr(self.llm, "enqueue"):
-            return list(self.llm.enqueue(token_prompts, self.params, use_tqdm=False))
         engine = self.llm.llm_engine
         base = f"llem-{time.monotonic_ns()}-"
-        ids = []
-        for i, tp in enumerate(token_prompts):
-            rid = engine.add_request(base + str(i), tp, self.params)
-            ids.append(rid if isinstance(rid, str) else base + str(i))
-        return ids
+        index: dict[str, int] = {}
+        for i, p in enumerate(prompts):
+            external = base + str(i)
+            internal = engine.add_request(external, TokensPrompt(prompt_token_ids=list(p)), self.params)
+            index[external] = i
+            if isinstance(internal, str):
+                index[internal] = i
+        return index
 
     def _run_all(self, prompts: list[list[int]]) -> list[RequestRecord]:
         if self.llm is None:
@@ -216,8 +219,7 @@ class VLLMEngine:
         engine = self.llm.llm_engine
         offset = monotonic_to_perf_offset()
         submit = time.perf_counter()
-        request_ids = self._enqueue(prompts)
-        index = {rid: i for i, rid in enumerate(request_ids)}
+        index = self._enqueue(prompts)
         tokens: list[list[int]] = [[] for _ in prompts]
         times: list[list[float]] = [[] for _ in prompts]
         reasons: list[str | None] = [None] * len(prompts)
@@ -247,7 +249,7 @@ class VLLMEngine:
         records = []
         for i, prompt in enumerate(prompts):
             if reasons[i] is None:
-                raise RuntimeError(f"vLLM request {i} did not finish (request id {request_ids[i]!r})")
+                raise RuntimeError(f"vLLM request {i} returned no finished output")
             ts = times[i]
             n_out = len(tokens[i])
             if self.config.fixed_output_length and n_out != self.config.max_output_tokens:
