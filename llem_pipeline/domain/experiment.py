@@ -197,7 +197,10 @@ class ExperimentResult(BaseModel):
     )
     warmup_excluded_samples: int | None = Field(
         default=None,
-        description="Number of prompts excluded during warmup. None when methodology=total.",
+        description=(
+            "Power samples of the inference window excluded from the reported window (ramp-up and drain for "
+            "steady_state, outside the explicit window for windowed). None when methodology=total."
+        ),
     )
     reproducibility_notes: str = Field(
         default=DEFAULT_REPRODUCIBILITY_NOTES,
