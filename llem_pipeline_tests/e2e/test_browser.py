@@ -1,0 +1,63 @@
+"""Drive Debian's Chromium with Playwright: open the measurement job's asset graph in `dagster dev`,
+materialise one demo partition, wait for the run to succeed, and find its row in DuckDB."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from llem_pipeline.storage import ResultStore
+from llem_pipeline_tests.e2e.conftest import study_hashes, today
+from llem_pipeline_tests.e2e.dagster_server import DagsterDevServer
+from llem_pipeline_tests.e2e.test_graphql import wait_for_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDevServer, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), "Debian chromium is required: apt-get install -y chromium"
+    config_hash = study_hashes("demo")[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{dagster_server.url}/locations/llem_pipeline/jobs/measure_experiments",
+                      wait_until="networkidle")
+            skip = page.get_by_role("button", name="Skip")
+            if skip.count():
+                skip.click()
+            page.get_by_text("View as Asset Graph").wait_for()
+            page.get_by_role("button", name=re.compile(r"^Materialize all")).click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text("Select a partition or create one").first.click()
+            page.get_by_placeholder("Filter partitions").fill(config_hash)
+            page.locator("span", has_text=config_hash).first.click()
+            page.keyboard.press("Escape")
+            dialog.get_by_role("button", name="Latest").click()
+            dialog.get_by_role("button", name="Launch 1 run").click()
+            page.get_by_role("link", name="View").or_(page.get_by_role("button", name="View")).first.click()
+            page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}.*"))
+            run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+            status = wait_for_run(DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port), run_id)
+            assert status == "SUCCESS", dagster_server.log_tail()
+            page.get_by_text("Success", exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "run_success.png"))
+        finally:
+            page.screenshot(path=str(tmp_path / "last_page.png"))
+            browser.close()
+    rows = ResultStore(dagster_server.data_dir / "llem.duckdb").query(
+        "SELECT config_hash, CAST(run_date AS VARCHAR) AS d, study FROM experiment_results WHERE run_id = ?",
+        [run_id],
+    ).to_pylist()
+    assert rows == [{"config_hash": config_hash, "d": today(), "study": "demo"}]
