@@ -1,0 +1,328 @@
+"""DuckDB at scale: sample ingest, the three views on 100k results, and the same questions over JSON files.
+
+What it does (all data FABRICATED by llem_pipeline_tests/storage/run_folder_factory.py; the numbers are
+storage timings, not measurements):
+
+1. Ingest 10 M power samples (contract timeseries columns) through ``ResultStore.write_tables``: the
+   real write path (one transaction per partition: DELETE partition, INSERT from pyarrow, COMMIT),
+   20 partitions x 500k samples; plus 100 per-run-sized writes of 5k samples, to show the fixed
+   cost of a transaction.
+2. Ingest 100k ExperimentResults (1000 configs x 100 nights) with ``ResultStore.write_batch``.
+3. Time ``latest_results``, ``efficiency`` and ``nightly_trend`` (each fully fetched as Arrow on an open
+   read-only connection; median of 5) and answer the same three questions by scanning one JSON
+   file per run (the original tool's layout: ``<root>/<date>/<config_hash>.json``, the
+   ExperimentResult JSON), all three answered in ONE pass (generous to the JSON side). View runs and
+   JSON scans alternate (interleaved) for ``--reps`` rounds; both sides run with a warm page cache.
+   The answers are cross-checked (J/token per efficiency group, row counts); a mismatch exits 1.
+
+    .venv/bin/python bench/storage.py            # full: 10 M samples, 100k results, 100k JSON files
+    .venv/bin/python bench/storage.py --quick    # CI-sized: 1 M samples, 10k results
+
+``--json-files N`` scans only the first N JSON files and extrapolates the scan time linearly to all
+results (said in the output). Targets: ingest >= 2 M samples/s; each view <= 50 ms on 100k results;
+views >= 100x faster than the JSON scan. Ends with
+``RESULT ingest_samples_per_s=... efficiency_view_ms=... trend_view_ms=... latest_view_ms=... json_scan_speedup=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def build_configs(n_configs: int):
+    """Return up to n_configs distinct ExperimentConfigs (models x precision x engine setting x output length)."""
+    from llem_pipeline_tests.storage.run_folder_factory import make_config
+
+    models = ["llama-1b", "llama-8b", "qwen-7b", "mistral-7b", "phi-3"]
+    settings = [("pytorch", b) for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)] + [
+        ("vllm", s) for s in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    ]
+    out = []
+    for out_len in (64, 128, 256, 512, 1024):
+        for model in models:
+            for precision in ("bf16", "fp16"):
+                for backend, value in settings:
+                    out.append(make_config(model=model, backend=backend, batch_size=value, precision=precision,
+                                           max_output_tokens=out_len))
+                    if len(out) == n_configs:
+                        return out
+    return out
+
+
+def build_results(configs, nights: int, seed: int = 0):
+    """Yield (run_date, run_id, ExperimentResult) for every config and night; energies drift per night (J)."""
+    from llem_pipeline_tests.storage.run_folder_factory import make_result
+
+    rng = random.Random(seed)
+    first = date(2026, 1, 1)
+    for ci, config in enumerate(configs):
+        template, _ = make_result(config, seed=ci, device_kind="simulated" if ci % 10 == 0 else "nvml")
+        for d in range(nights):
+            day = first + timedelta(days=d)
+            start = datetime(day.year, day.month, day.day, 2, tzinfo=UTC)
+            energy = template.total_energy_j * (1 + rng.uniform(-0.05, 0.05))
+            tps = template.avg_tokens_per_second * (1 + rng.uniform(-0.03, 0.03))
+            window = template.total_tokens / tps
+            result = template.model_copy(
+                update={
+                    "experiment_id": f"exp-{ci}-{d}",
+                    "start_time": start,
+                    "end_time": start + timedelta(seconds=window),
+                    "total_energy_j": energy,
+                    "avg_energy_per_token_j": energy / template.total_tokens,
+                    "avg_tokens_per_second": tps,
+                    "total_inference_time_sec": window,
+                }
+            )
+            yield day, f"run-{ci}-{d}", result
+
+
+def json_scan(root: Path, limit: int | None):
+    """Answer the three questions from one JSON file per run; return (answers, files_read).
+
+    answers = {"latest": {hash: (run_date, J/token)}, "efficiency": {group: (J, tokens, s)},
+    "trend": rows with J/token change %}.
+    """
+    from llem_pipeline.storage.rows import swept_settings
+
+    per_config: dict[str, list[tuple[str, str, float, int, float, float, float | None, bool, str]]] = defaultdict(list)
+    n = 0
+    for day_dir in sorted(os.scandir(root), key=lambda e: e.name):
+        for entry in os.scandir(day_dir.path):
+            if limit is not None and n >= limit:
+                break
+            with open(entry.path, encoding="utf-8") as fh:
+                r = json.load(fh)
+            n += 1
+            s = swept_settings(r["effective_config"], r["backend"])
+            sim = r.get("device_kind") != "nvml"
+            group = f"{s['model']}|{r['backend']}|{s['precision']}|{s['setting']}|{sim}"
+            ttft = (r.get("latency_stats") or {}).get("ttft") or {}
+            per_config[r["measurement_config_hash"]].append(
+                (day_dir.name, r["end_time"], r["total_energy_j"], r["total_tokens"], r["total_inference_time_sec"],
+                 r["avg_tokens_per_second"], ttft.get("p50_ms"), sim, group)
+            )
+    latest: dict[str, tuple[str, float]] = {}
+    efficiency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    trend: list[tuple[str, str, float, float | None]] = []
+    for h, runs in per_config.items():
+        runs.sort()
+        last = runs[-1]
+        latest[h] = (last[0], last[2] / last[3])
+        acc = efficiency[last[8]]
+        acc[0] += last[2]
+        acc[1] += last[3]
+        acc[2] += last[4]
+        prev = None
+        for run in runs:
+            jpt = run[2] / run[3]
+            trend.append((h, run[0], jpt, None if prev is None else 100.0 * (jpt / prev - 1.0)))
+            prev = jpt
+    return {"latest": latest, "efficiency": dict(efficiency), "trend": trend}, n
+
+
+def main() -> int:
+    """Run the bench; print the tables and the RESULT line; return 0, or 1 when it could not measure."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI size: 1 M samples, 10k results (100 configs x 100 nights)")
+    ap.add_argument("--samples", type=int, default=None, help="power samples to ingest (default 10 M, quick 1 M)")
+    ap.add_argument("--configs", type=int, default=None, help="configs (default 1000, quick 100)")
+    ap.add_argument("--nights", type=int, default=100, help="nights per config")
+    ap.add_argument("--json-files", type=int, default=None, help="scan only N JSON files and extrapolate")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved rounds (views then JSON scan)")
+    ap.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir, removed at the end)")
+    args = ap.parse_args()
+
+    import duckdb
+    import pyarrow as pa
+
+    from llem_pipeline.storage import ResultStore
+    from llem_pipeline.storage.rows import experiment_result_row, rows_to_table
+    from llem_pipeline_tests.storage.run_folder_factory import timeseries_table
+
+    n_samples = args.samples or (1_000_000 if args.quick else 10_000_000)
+    n_configs = args.configs or (100 if args.quick else 1000)
+    work = args.dir or Path(tempfile.mkdtemp(prefix="llem-bench-storage-"))
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "bench.duckdb"
+    if db.exists():
+        db.unlink()
+    store = ResultStore(db, data_dir=work, lock_timeout_s=60)
+    store.ensure_schema()
+    try:
+        # ---- 1. samples -------------------------------------------------------------------------
+        per_part = 500_000 if n_samples >= 5_000_000 else 250_000
+        parts = max(1, n_samples // per_part)
+        chunk = timeseries_table(per_part // 8, n_processes=8, seed=1)  # 8 processes x 62.5k ticks
+        written = 0
+        t_ingest = 0.0
+        for p in range(parts):
+            t0 = time.perf_counter()
+            counts = store.write_tables("2026-06-01", f"{p:016x}", "bulk", {"power_samples": chunk})
+            t_ingest += time.perf_counter() - t0
+            written += counts["power_samples"]
+        ingest_rate = written / t_ingest
+        small = timeseries_table(5_000, seed=2)
+        small_runs = 100 if not args.quick else 20
+        small_times = []
+        for p in range(small_runs):
+            t0 = time.perf_counter()
+            store.write_tables("2026-06-02", f"{p:016x}", "small", {"power_samples": small})
+            small_times.append(time.perf_counter() - t0)
+        small_ms = 1000 * statistics.median(small_times)
+        if store.row_counts()["power_samples"] != written + small_runs * 5_000:
+            print("ERROR: power_samples row count mismatch", file=sys.stderr)
+            return 1
+
+        # ---- 2. results -------------------------------------------------------------------------
+        configs = build_configs(n_configs)
+        json_root = work / "json"
+        t_build = t_rows = t_write_json = t_results = 0.0
+        n_results = 0
+        made: set[Path] = set()
+        batch: list[dict] = []
+        t0 = time.perf_counter()
+        for day, run_id, result in build_results(configs, args.nights):
+            t1 = time.perf_counter()
+            t_build += t1 - t0
+            row = experiment_result_row(result, day, run_id)
+            t2 = time.perf_counter()
+            t_rows += t2 - t1
+            folder = json_root / day.isoformat()
+            if folder not in made:
+                folder.mkdir(parents=True, exist_ok=True)
+                made.add(folder)
+            (folder / f"{result.measurement_config_hash}.json").write_text(row["result_json"], encoding="utf-8")
+            t0 = time.perf_counter()
+            t_write_json += t0 - t2
+            batch.append(row)
+            n_results += 1
+            if len(batch) == 10_000:
+                t3 = time.perf_counter()
+                table = rows_to_table(batch)
+                t4 = time.perf_counter()
+                store.write_batch({"experiment_results": table})
+                t_results += time.perf_counter() - t4
+                t_rows += t4 - t3
+                batch = []
+                t0 = time.perf_counter()
+        if batch:
+            table = rows_to_table(batch)
+            t4 = time.perf_counter()
+            store.write_batch({"experiment_results": table})
+            t_results += time.perf_counter() - t4
+        if store.row_counts()["experiment_results"] != n_results:
+            print("ERROR: experiment_results row count mismatch", file=sys.stderr)
+            return 1
+        json_bytes = sum(f.stat().st_size for d in json_root.iterdir() for f in d.iterdir())
+
+        # ---- 3. views vs JSON scan, interleaved ---------------------------------------------------
+        views = {"latest": "SELECT * FROM latest_results", "efficiency": "SELECT * FROM efficiency",
+                 "trend": "SELECT * FROM nightly_trend"}
+        view_ms: dict[str, list[float]] = {k: [] for k in views}
+        scan_s: list[float] = []
+        tables: dict[str, pa.Table] = {}
+        answers = None
+        files_read = 0
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            for _ in range(args.reps):
+                for name, sql in views.items():
+                    for _ in range(5):
+                        t0 = time.perf_counter()
+                        tables[name] = con.sql(sql).to_arrow_table()
+                        view_ms[name].append(1000 * (time.perf_counter() - t0))
+                t0 = time.perf_counter()
+                answers, files_read = json_scan(json_root, args.json_files)
+                scan_s.append(time.perf_counter() - t0)
+        finally:
+            con.close()
+        t0 = time.perf_counter()
+        via_store = store.query(views["efficiency"])
+        store_ms = 1000 * (time.perf_counter() - t0)
+
+        # ---- cross-check the answers ----------------------------------------------------------------
+        ok = True
+        if args.json_files is None:
+            eff = {
+                f"{r['model']}|{r['backend']}|{r['precision']}|{r['setting']}|{r['is_simulated']}": r["j_per_token"]
+                for r in tables["efficiency"].to_pylist()
+            }
+            js = {g: v[0] / v[1] for g, v in answers["efficiency"].items()}
+            ok &= set(eff) == set(js) and all(math.isclose(eff[g], js[g], rel_tol=1e-9) for g in eff)
+            ok &= tables["latest"].num_rows == len(answers["latest"]) == len(configs)
+            ok &= tables["trend"].num_rows == len(answers["trend"]) == n_results
+            trend_sql = {(r["config_hash"], r["run_date"].isoformat()): r["j_per_token_change_pct"]
+                         for r in tables["trend"].select(["config_hash", "run_date", "j_per_token_change_pct"]).to_pylist()}
+            ok &= all(
+                (c is None and trend_sql[(h, d)] is None) or math.isclose(trend_sql[(h, d)], c, rel_tol=1e-6, abs_tol=1e-9)
+                for h, d, _, c in answers["trend"]
+            )
+            ok &= via_store.num_rows == tables["efficiency"].num_rows
+        if not ok:
+            print("ERROR: the views and the JSON scan disagree", file=sys.stderr)
+            return 1
+
+        med = {k: statistics.median(v) for k, v in view_ms.items()}
+        scan = statistics.median(scan_s)
+        extrapolated = files_read < n_results
+        scan_all = scan * n_results / files_read if extrapolated else scan
+        speedup = scan_all / (sum(med.values()) / 1000)
+
+        print(f"\nstorage bench ({'quick' if args.quick else 'full'}); work dir {work}; duckdb {duckdb.__version__}; "
+              f"{os.cpu_count()} CPUs; data fabricated\n")
+        print(f"{'step':<52}{'value':>16}  target")
+        rows = [
+            (f"ingest power samples ({written:,} in {parts} partitions)", f"{ingest_rate / 1e6:.2f} M/s", ">= 2 M/s"),
+            ("  one write of 5k samples (a run), median", f"{small_ms:.1f} ms", ""),
+            (f"ingest results ({n_results:,}, write_batch 10k/txn)", f"{n_results / t_results:,.0f} rows/s", ""),
+            ("  build result rows (python, per result)", f"{1e6 * t_rows / n_results:.0f} us", ""),
+            (f"view latest_results ({tables['latest'].num_rows:,} rows), median", f"{med['latest']:.1f} ms", "<= 50 ms"),
+            (f"view efficiency ({tables['efficiency'].num_rows:,} rows), median", f"{med['efficiency']:.1f} ms", "<= 50 ms"),
+            (f"view nightly_trend ({tables['trend'].num_rows:,} rows), median", f"{med['trend']:.1f} ms", "<= 50 ms"),
+            ("  efficiency via store.query (incl. connect)", f"{store_ms:.1f} ms", ""),
+            (f"JSON scan, 3 answers in one pass ({files_read:,} files, {json_bytes / 1e6:.0f} MB)", f"{scan:.2f} s", ""),
+        ]
+        if extrapolated:
+            rows.append((f"  extrapolated linearly to {n_results:,} files", f"{scan_all:.2f} s", ""))
+        rows.append(("speedup: JSON scan / (sum of the three views)", f"{speedup:,.0f}x", ">= 100x"))
+        for step, value, target in rows:
+            print(f"{step:<52}{value:>16}  {target}")
+        holds = {
+            "ingest": ingest_rate >= 2e6,
+            "views": all(v <= 50 for v in med.values()),
+            "speedup": speedup >= 100,
+        }
+        print("\ntargets: " + ", ".join(f"{k} {'holds' if v else 'MISSED'}" for k, v in holds.items()))
+        print(
+            f"RESULT ingest_samples_per_s={ingest_rate:.0f} efficiency_view_ms={med['efficiency']:.1f} "
+            f"trend_view_ms={med['trend']:.1f} latest_view_ms={med['latest']:.1f} json_scan_speedup={speedup:.0f}"
+        )
+        return 0
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as exc:  # could not measure
+        print(f"ERROR: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise
