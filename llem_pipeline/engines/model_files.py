@@ -88,3 +88,23 @@ def load_tokenizer(model: str, *, trust_remote_code: bool = False, revision: str
         ) from e
     tok.padding_side = "left"
     return tok
+
+
+def meta_model(model: str, *, trust_remote_code: bool = False, revision: str | None = None) -> Any:
+    """Return the model's architecture instantiated on the meta device (shapes only, no memory, no weights).
+
+    For counting parameters when the weights live elsewhere (vLLM workers). Raises EngineLoadError when
+    the config cannot be read.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target, is_local = resolve_model(model)
+    try:
+        cfg = AutoConfig.from_pretrained(
+            target, trust_remote_code=trust_remote_code, revision=revision, local_files_only=local_files_only(is_local)
+        )
+    except (OSError, ValueError) as e:
+        raise EngineLoadError(f"model={model!r}: config could not be read ({type(e).__name__}: {e})") from e
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)

@@ -34,7 +34,7 @@ from typing import Any
 
 from llem_pipeline.domain.config import ExperimentConfig, VLLMConfig
 from llem_pipeline.domain.requests import RequestRecord
-from llem_pipeline.engines.model_files import EngineLoadError, resolve_model
+from llem_pipeline.engines.model_files import EngineLoadError, meta_model, resolve_model
 from llem_pipeline.engines.protocol import EngineInfo
 
 VLLM_MISSING = (
@@ -123,7 +123,7 @@ def sampling_kwargs(config: ExperimentConfig) -> dict[str, Any]:
         "presence_penalty": section.presence_penalty,
         "frequency_penalty": section.frequency_penalty,
         "detokenize": False,
-        "seed": config.random_seed if dec.do_sample else None,
+        "seed": config.random_seed if dec.do_sample else None,  # per request: + request index (VLLMEngine)
     }
     if dec.do_sample:
         kw.update(top_k=dec.top_k if dec.top_k > 0 else -1, top_p=dec.top_p)
@@ -201,9 +201,14 @@ class VLLMEngine:
         engine = self.llm.llm_engine
         base = f"llem-{time.monotonic_ns()}-"
         index: dict[str, int] = {}
+        sampling = self.config.decoder.do_sample
         for i, p in enumerate(prompts):
             external = base + str(i)
-            internal = engine.add_request(external, TokensPrompt(prompt_token_ids=list(p)), self.params)
+            params = self.params
+            if sampling:  # per-request seed random_seed + i: a run is reproducible, requests still differ
+                params = self.params.clone()
+                params.seed = self.config.random_seed + i
+            internal = engine.add_request(external, TokensPrompt(prompt_token_ids=list(p)), params)
             index[external] = i
             if isinstance(internal, str):
                 index[internal] = i
@@ -319,6 +324,12 @@ def load_vllm_engine(config: ExperimentConfig, device_indices: list[int]) -> VLL
                 f"model={config.model!r} could not be loaded by vLLM {vllm.__version__} "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); check the model, precision and vllm section"
             ) from e
+        try:  # parameter count from the architecture on the meta device (the weights live in vLLM's workers)
+            parameters: int | None = sum(
+                p.numel() for p in meta_model(config.model, trust_remote_code=section.trust_remote_code).parameters()
+            )
+        except Exception:  # an architecture transformers cannot build: leave it unknown
+            parameters = None
         info = EngineInfo(
             backend="vllm",
             backend_version=vllm.__version__,
@@ -328,6 +339,7 @@ def load_vllm_engine(config: ExperimentConfig, device_indices: list[int]) -> VLL
                 "fixed_output_length": config.fixed_output_length,
                 "timing_source": None,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "parameters": parameters,
             },
         )
         return VLLMEngine(config, llm, info)

@@ -92,3 +92,12 @@ def test_ensure_tiny_model_defaults_under_llem_data_dir(tmp_path: Path, monkeypa
     path = T.ensure_tiny_model()
     assert path == (tmp_path / "data" / "models" / "tiny-llama").resolve()
     assert (path / "model.safetensors").is_file() and T.ensure_tiny_model() == path
+
+
+def test_meta_model_counts_parameters_without_weights(tiny_model_dir: Path):
+    from llem_pipeline.engines.model_files import meta_model
+
+    m = meta_model(str(tiny_model_dir))
+    assert next(m.parameters()).device.type == "meta"
+    marker = json.loads((tiny_model_dir / T.MARKER).read_text())
+    assert sum(p.numel() for p in m.parameters()) == marker["parameters"]

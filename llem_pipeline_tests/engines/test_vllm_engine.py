@@ -139,3 +139,18 @@ def test_vllm_warmup_and_synthetic_prompts(vllm_engine, tiny_model_dir: Path):
     assert [r.output_tokens for r in records] == [16, 16, 16]
     check_timing(records)
     assert vllm_engine.peak_memory_mb() is None
+    assert 150_000 < vllm_engine.info.extras["parameters"] < 300_000
+
+
+@pytest.mark.vllm
+def test_vllm_sampling_is_reproducible_per_run(vllm_engine, workload):
+    from llem_pipeline.engines.vllm_engine import VLLMEngine
+
+    cfg = _cfg(workload["variant"], decoder={"do_sample": True, "temperature": 1.0, "top_k": 0})
+    sampler = VLLMEngine(cfg, vllm_engine.llm, vllm_engine.info)
+    first = [r.output_tokens for r in sampler.run(workload["prompts"])]
+    first_ids = sampler.last_token_ids
+    assert first == [16] * 8
+    sampler.run(workload["prompts"])
+    assert sampler.last_token_ids == first_ids
+    assert first_ids != workload["hf"][True][1]  # sampled, not greedy
