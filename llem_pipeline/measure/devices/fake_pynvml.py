@@ -196,7 +196,6 @@ class FakePynvml(types.ModuleType):
         driver_version: str = "580.95.05",
         nvml_version: str = "13.580.95.05",
     ) -> None:
-        self._legacy = legacy_throttle_api
         super().__init__("pynvml", "Fake nvidia-ml-py module backed by llem_pipeline SimulatedDevices")
         bad = set(unsupported) - set(SUPPORT_KEYS)
         if bad:
@@ -219,11 +218,8 @@ class FakePynvml(types.ModuleType):
             setattr(self, name, cls)
         self.c_nvmlMemory_t = c_nvmlMemory_t
         self.c_nvmlFieldValue_t = c_nvmlFieldValue_t
-
-    def __getattribute__(self, name: str):
-        if name == "nvmlDeviceGetCurrentClocksEventReasons" and object.__getattribute__(self, "_legacy"):
-            raise AttributeError(name)
-        return super().__getattribute__(name)
+        if legacy_throttle_api:
+            self.__class__ = _LegacyFakePynvml
 
     # -- plumbing -------------------------------------------------------------------------------
     def _enter(self, function: str, handle: _Handle | None = None, *, needs_init: bool = True) -> SimulatedDevice | None:
@@ -477,6 +473,14 @@ class FakePynvml(types.ModuleType):
         """Returns no processes."""
         self._enter("nvmlDeviceGetGraphicsRunningProcesses", handle)
         return []
+
+
+class _LegacyFakePynvml(FakePynvml):
+    """Old bindings/drivers: no nvmlDeviceGetCurrentClocksEventReasons (hasattr() is False)."""
+
+    @property
+    def nvmlDeviceGetCurrentClocksEventReasons(self):
+        raise AttributeError("nvmlDeviceGetCurrentClocksEventReasons")
 
 
 @contextlib.contextmanager
