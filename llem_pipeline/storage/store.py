@@ -342,30 +342,38 @@ class ResultStore:
 
 
 def _partition_keys(name: str, table: pa.Table) -> pa.Table:
-    """Return the distinct (run_date date32, config_hash, run_id) of ``table`` after validating every id."""
-    keys = table.select(list(PARTITION_COLUMNS))
+    """Return the distinct (run_date date32, config_hash, run_id) of ``table`` after validating every id.
+
+    Distinct keys are found first (cheap on dictionary-encoded columns), so validation touches one
+    row per run, not one per sample.
+    """
+    keys = table.select(list(PARTITION_COLUMNS)).group_by(list(PARTITION_COLUMNS)).aggregate([])
     if keys.num_rows == 0:
         return pa.table({"run_date": pa.array([], pa.date32()), "config_hash": pa.array([], pa.string()),
                          "run_id": pa.array([], pa.string())})
     day = keys.column("run_date")
+    if pa.types.is_dictionary(day.type):
+        day = day.cast(day.type.value_type)
     if not pa.types.is_date32(day.type):
         try:
             day = day.cast(pa.date32())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise StorageError(f"tables[{name!r}].run_date cannot be read as dates (YYYY-MM-DD): {exc}") from exc
+    if day.null_count:
+        raise StorageError(f"tables[{name!r}].run_date has NULL values")
+    columns = {"run_date": day}
     checks = {"config_hash": "^[0-9a-f]{16}$", "run_id": "^[A-Za-z0-9_-]{1,64}$"}
     for col, pattern in checks.items():
-        values = keys.column(col).cast(pa.string())
+        values = keys.column(col)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        values = values.cast(pa.string())
         ok = pc.fill_null(pc.match_substring_regex(values, pattern), False)
         bad = pc.filter(values, pc.invert(ok))
         if len(bad):
             raise StorageError(f"tables[{name!r}].{col} has malformed value(s), e.g. {bad[0].as_py()!r} (pattern {pattern})")
-        keys = keys.set_column(keys.schema.get_field_index(col), col, values)
-    keys = keys.set_column(0, "run_date", day)
-    if pc.any(pc.is_null(day)).as_py():
-        raise StorageError(f"tables[{name!r}].run_date has NULL values")
-    return keys.group_by(list(PARTITION_COLUMNS)).aggregate([])
-
+        columns[col] = values
+    return pa.table(columns).group_by(list(PARTITION_COLUMNS)).aggregate([])
 
 def _strip_partition(name: str, table: pa.Table, day: date, config_hash: str, run_id: str) -> pa.Table:
     """Return ``table`` without partition columns, after checking any present ones hold the given values."""
