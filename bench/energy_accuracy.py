@@ -9,16 +9,17 @@ a second and every number is reproducible (seeded). In one timeline per case, si
 - ours_plain: the same counter, plain delta of the two boundary reads (no correction);
 - zeus: ``zeus.monitor.ZeusMonitor`` begin/end window (imported after the fake is installed);
 - codecarbon: CodeCarbon's GPU tracking (``codecarbon.external.hardware.GPU``, counter deltas);
-- trace@10/50/100/1000ms: the integral of sampled instant power from our ``Sampler`` at that interval
-  (each read ~U(0, 1 ms) late, like a real thread).
+- trace@10/50/100/1000ms: the integral of sampled instant power from our ``Sampler`` at that interval,
+  on the sampler's own dithered schedule (one sample at a random instant of every interval), each read
+  U(0, 1 ms) late like a real thread; ``--no-dither`` samples on the plain grid instead.
 
 Error = (measured − exact) / exact. Traces: constant; square bursts 0.5/1/2/5 Hz (100↔500 W, duty 0.4);
 a ramp 100→600 W over the window; 300 W with seeded noise (σ 30 W, 10 ms cells). Windows 5–120 s plus
 U(0, 0.1) s (``--quick``: 5 and 30 s, 2 repetitions). Square waves at 5 Hz are commensurate with 100 ms
-sampling (the worst case for any sampled trace: it aliases); the summary also gives the trace maximum
-without them.
+sampling: on a plain grid they alias (the worst case for a sampled trace; see ``--no-dither``); the
+summary also gives the trace maximum without them.
 
-    .venv/bin/python bench/energy_accuracy.py [--quick] [--reps N] [--seed S]
+    .venv/bin/python bench/energy_accuracy.py [--quick] [--reps N] [--seed S] [--no-dither]
 
 Targets: ours ≤ 0.1 % on every case; trace@100ms ≤ 1 % for windows ≥ 30 s. Ends with a ``RESULT`` line;
 exits 1 when it could not measure.
@@ -71,12 +72,14 @@ def traces(window_s: float, rng: np.random.Generator) -> dict[str, object]:
 
 
 class Timeline:
-    """Event loop on the fake clock: samplers tick at their (jittered) times while the clock advances."""
+    """Event loop on the fake clock: samplers tick at the times their thread would (the Sampler's own
+    drift-free, dithered schedule) plus a read latency of U(0, 1 ms), while the clock advances."""
 
     def __init__(self, clock: FakeClock, samplers: dict[int, Sampler], rng: np.random.Generator) -> None:
         self.clock, self.samplers, self.rng = clock, samplers, rng
         now = clock()
-        self.sched = {ms: now for ms in samplers}  # drift-free schedule per sampler
+        self.start = now
+        self.k = {ms: 0 for ms in samplers}
         self.next = {ms: now for ms in samplers}
 
     def sleep(self, dt: float) -> None:
@@ -88,9 +91,11 @@ class Timeline:
             if t > target:
                 break
             self.clock.set(max(t, self.clock()))
-            self.samplers[ms].tick()
-            self.sched[ms] += ms / 1000.0
-            self.next[ms] = self.sched[ms] + self.rng.uniform(0.0, 0.001)
+            s = self.samplers[ms]
+            s.tick()
+            self.k[ms] += 1
+            k = self.k[ms]
+            self.next[ms] = self.start + k * s.interval_s + s.tick_offset_s(k) + self.rng.uniform(0.0, 0.001)
         self.clock.set(target)
 
 
@@ -118,11 +123,12 @@ def load_peers(fake: FakePynvml):
 
 
 def run_case(model, window_s: float, clock: FakeClock, fake: FakePynvml, devices, zeus_mon, cc_gpu,
-             rng: np.random.Generator) -> dict[str, float]:
+             rng: np.random.Generator, dither: float = 1.0) -> dict[str, float]:
     """Runs one window on one trace; returns signed errors in % by method (+ uncertainty coverage)."""
     sim = SimulatedDevice(model, clock=clock, counter_phase_s=float(rng.uniform(0.0, 0.1)))
     fake.sim_devices[0] = sim
-    samplers = {ms: Sampler(devices, ms / 1000.0, clock=clock) for ms in RATES_MS}
+    samplers = {ms: Sampler(devices, ms / 1000.0, clock=clock, dither=dither, seed=int(rng.integers(1 << 30)))
+                for ms in RATES_MS}
     tl = Timeline(clock, samplers, rng)
     monitor = EnergyMonitor(devices, samplers[100], clock=clock, sleep=tl.sleep, poll_interval_s=0.001)
     tl.sleep(1.2)
@@ -174,6 +180,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="windows 5 and 30 s, 2 repetitions")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per case (default 3, quick 2)")
     ap.add_argument("--seed", type=int, default=20261129)
+    ap.add_argument("--no-dither", action="store_true", help="sample on the plain 10/50/100/1000 ms grid")
     args = ap.parse_args()
     windows = (5.0, 30.0) if args.quick else (5.0, 10.0, 30.0, 60.0, 120.0)
     reps = args.reps or (2 if args.quick else 3)
@@ -195,7 +202,8 @@ def main() -> int:
                 errs: dict[str, list[float]] = {m: [] for m in methods}
                 for _ in range(reps):
                     model = traces(window_s, rng)[name]
-                    r = run_case(model, window_s, clock, fake, devices, zeus_mon, cc_gpu, rng)
+                    r = run_case(model, window_s, clock, fake, devices, zeus_mon, cc_gpu, rng,
+                                 dither=0.0 if args.no_dither else 1.0)
                     for m in methods:
                         if r[m] is not None:
                             errs[m].append(r[m])
@@ -206,7 +214,8 @@ def main() -> int:
         print(f"could not measure: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise
 
-    print(f"# energy accuracy: max |error| % over {reps} repetitions (random counter phase, trace phase, start)")
+    print(f"# energy accuracy: max |error| % over {reps} repetitions (random counter phase, trace phase, start); "
+          f"sampler dither {'off' if args.no_dither else 'on'}")
     print("# " + "; ".join(notes) if notes else "# peers: zeus ZeusMonitor and codecarbon GPU run against the fake pynvml")
     head = f"{'trace':<13} {'window_s':>8} " + " ".join(f"{m:>13}" for m in methods)
     print(head)

@@ -6,7 +6,8 @@ is on / mean(neighbouring offs), and the cost is 1 − median(ratio) over rounds
 off/off ratio: the noise floor of this machine). Conditions:
 
 - ours@10Hz / ours@100Hz: our ``Sampler`` thread reading all quantities of ``--gpus`` NvmlDevices
-  (8 NVML calls per device per tick) through the fake pynvml (simulated GPUs on the real clock);
+  (9 NVML calls per device per tick) through the fake pynvml (simulated GPUs on the real clock);
+  ``/full@…Hz``: power and counter every tick, the slow quantities every 10th tick (``full_read_every``);
 - zeus@10Hz: Zeus's ``PowerMonitor(update_period=0.1)`` (one spawned process per power domain; the fake
   pynvml reaches the children through a ``pynvml`` shim on ``sys.path``); spawned once and suspended
   (SIGSTOP) outside its own trials;
@@ -94,11 +95,12 @@ class Condition:
 
 
 class Ours(Condition):
-    def __init__(self, devices, rate_hz: float) -> None:
-        self.devices, self.rate_hz, self.name = devices, rate_hz, f"ours@{rate_hz:g}Hz"
+    def __init__(self, devices, rate_hz: float, full_every: int = 1) -> None:
+        self.devices, self.rate_hz, self.full_every = devices, rate_hz, full_every
+        self.name = f"ours@{rate_hz:g}Hz" + (f"/full@{rate_hz / full_every:g}Hz" if full_every > 1 else "")
 
     def start(self) -> None:
-        self.s = Sampler(self.devices, 1.0 / self.rate_hz).start()
+        self.s = Sampler(self.devices, 1.0 / self.rate_hz, full_read_every=self.full_every).start()
 
     def stop(self) -> tuple[float, int]:
         self.s.stop()
@@ -216,7 +218,8 @@ def main() -> int:
     sims = [SimulatedDevice(SquareBursts(1.0, 0.5, 100.0, 400.0), index=i) for i in range(args.gpus)]
     fake = FakePynvml(sims)
     devices = open_nvml_devices(None, nvml=fake, env={})
-    conditions: list[Condition] = [Condition(), Ours(devices, 10.0), Ours(devices, 100.0)]
+    conditions: list[Condition] = [Condition(), Ours(devices, 10.0), Ours(devices, 10.0, 10),
+                                   Ours(devices, 100.0), Ours(devices, 100.0, 10)]
     tmp = tempfile.mkdtemp(prefix="llem_bench_")
     notes: list[str] = []
     zeus: Zeus | None = None
@@ -313,6 +316,9 @@ def main() -> int:
     for k, v in peers.items():
         key = k.split("@")[0]
         parts += [f"{key}_cost_pct={v[0]:.3f}", f"{key}_cpu_ms_per_s={v[1]:.3f}", f"{key}_cpu_us_per_sample={v[2]:.1f}"]
+    lite = summary["ours@10Hz/full@1Hz"]
+    parts += [f"ours10hz_full1hz_cost_pct={lite[0]:.3f}", f"ours10hz_full1hz_cpu_share_pct={lite[1] / 10:.3f}",
+              f"ours100hz_full10hz_cpu_ms_per_s={summary['ours@100Hz/full@10Hz'][1]:.3f}"]
     parts += [f"cost_target_met={int(cost_ok)}", f"lower_cpu_than_peers={'na' if lower_cpu is None else int(lower_cpu)}"]
     print("RESULT " + " ".join(parts))
     return 0

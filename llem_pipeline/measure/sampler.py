@@ -1,16 +1,21 @@
 """One sampler thread for all devices, columnar buffers, and the timeseries Parquet sidecar.
 
-The thread wakes at ``start + k × interval`` on the monotonic clock (no drift; late ticks are skipped,
-not bunched), reads every device once and appends one row per device to preallocated numpy columns
+The thread wakes at ``start + (k + u_k × dither) × interval`` on the monotonic clock, u_k uniform in
+[0, 1) from a seeded generator: no drift (the grid is fixed; late ticks are skipped, not bunched), and with
+the default ``dither=1`` one sample falls at a uniformly random instant of every interval (stratified
+sampling), so a periodic load can never phase-lock with the sampler and bias the power-trace integral.
+Each tick reads every device once and appends one row per device to preallocated numpy columns
 (``samples.COLUMNS``) that grow by chunks. Any exception in a read (an NVMLError, a lost GPU) ends
 sampling: the rows taken so far are kept and ``Sampler.error`` says what happened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import random
 import tempfile
 import threading
 import time
@@ -20,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from llem_pipeline.measure.devices.protocol import Device
+from llem_pipeline.measure.devices.protocol import Device, DeviceReading
 from llem_pipeline.measure.samples import COLUMNS, Samples
 
 DEFAULT_CHUNK_ROWS = 8192
@@ -84,7 +89,11 @@ class Sampler:
     """Samples every device every ``interval_s`` seconds in one daemon thread.
 
     ``clock``: monotonic seconds (default ``time.perf_counter``); ``utc_ns``: wall time in ns since the
-    epoch. Without ``start()``, ``tick()`` takes one sample synchronously (tests and fake-clock benches).
+    epoch. ``dither``/``seed``: the random offset of each tick within its interval (fraction of
+    ``interval_s``; 0 = plain grid). ``full_read_every``: read every quantity on every n-th tick and only
+    power and the energy counter in between (temperature, clocks, utilisation, memory and clock-event
+    reasons then hold their last read); 1 (default) reads everything every tick. Without ``start()``,
+    ``tick()`` takes one sample synchronously (tests and fake-clock benches).
     """
 
     def __init__(
@@ -95,12 +104,23 @@ class Sampler:
         clock: Callable[[], float] = time.perf_counter,
         utc_ns: Callable[[], int] = time.time_ns,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        dither: float = 1.0,
+        seed: int | None = 0,
+        full_read_every: int = 1,
     ) -> None:
+        if not 0.0 <= dither <= 1.0:
+            raise ValueError(f"Sampler: dither={dither} must be in [0, 1] (fraction of interval_s)")
         if interval_s <= 0:
             raise ValueError(f"Sampler: interval_s={interval_s} must be > 0 s (e.g. 0.1)")
+        if full_read_every < 1:
+            raise ValueError(f"Sampler: full_read_every={full_read_every} must be >= 1 (1 = every tick)")
+        self.full_read_every = int(full_read_every)
+        self._last_full: dict[int, DeviceReading] = {}
         self.devices = list(devices)
         self.device_uuids = tuple(d.uuid for d in self.devices)
         self.interval_s = float(interval_s)
+        self.dither = float(dither)
+        self._rng = random.Random(seed)
         self.clock = clock
         self.utc_ns = utc_ns
         self._buf = ColumnBuffer(chunk_rows)
@@ -123,10 +143,14 @@ class Sampler:
         if self.error is not None:
             return False
         rows = []
+        full = self.ticks % self.full_read_every == 0
         try:
             for i, device in enumerate(self.devices):
                 t_a = self.clock()
-                r = device.read()
+                if full or i not in self._last_full:
+                    r = self._last_full[i] = device.read()
+                else:  # fast tick: power and counter only; the slow quantities hold their last full read
+                    r = dataclasses.replace(self._last_full[i], power_w=device.power_w(), energy_mj=device.energy_mj())
                 t_b = self.clock()
                 rows.append({
                     "device_index": i,
@@ -152,6 +176,16 @@ class Sampler:
             self.ticks += 1
         return True
 
+    def tick_offset_s(self, k: int) -> float:
+        """Returns the dither of scheduled tick ``k`` (draws the next value of the seeded stream), s.
+
+        Tick 0 is not dithered. Call once per scheduled tick, in order (the thread does; a fake-clock
+        driver that schedules ticks itself should too, to sample exactly like the thread).
+        """
+        if k == 0 or self.dither == 0.0:
+            return 0.0
+        return self._rng.random() * self.dither * self.interval_s
+
     def _run(self) -> None:
         cpu0 = time.thread_time()
         start = self.started_at_s if self.started_at_s is not None else self.clock()
@@ -162,12 +196,11 @@ class Sampler:
                     break
                 k += 1
                 now = self.clock()
-                next_t = start + k * self.interval_s
-                if now > next_t:  # late: skip the missed ticks instead of bunching them
-                    missed = math.floor((now - next_t) / self.interval_s) + 1
+                if now > start + (k + self.dither) * self.interval_s:  # late: skip missed slots, don't bunch
+                    missed = math.floor((now - start) / self.interval_s) + 1 - k
                     self.skipped_ticks += missed
                     k += missed
-                    next_t = start + k * self.interval_s
+                next_t = start + k * self.interval_s + self.tick_offset_s(k)
                 if self._stop.wait(max(next_t - self.clock(), 0.0)):
                     break
         finally:

@@ -133,6 +133,30 @@ def test_parquet_rejects_bad_extra_columns(tmp_path):
         write_timeseries_parquet(s.snapshot(), tmp_path / "x.parquet", 0.0, extra_columns={"a": [1, 2]})
 
 
-def test_interval_must_be_positive():
+def test_interval_dither_and_full_read_every_are_checked():
     with pytest.raises(ValueError, match="interval_s"):
         Sampler([], interval_s=0)
+    with pytest.raises(ValueError, match="dither"):
+        Sampler([], dither=1.5)
+    with pytest.raises(ValueError, match="full_read_every"):
+        Sampler([], full_read_every=0)
+
+
+def test_dithered_schedule_puts_one_tick_at_a_random_instant_of_each_interval():
+    s = Sampler([], interval_s=0.1, seed=3)
+    offsets = [s.tick_offset_s(k) for k in range(2000)]
+    assert offsets[0] == 0.0 and all(0.0 <= o < 0.1 for o in offsets)
+    assert np.mean(offsets[1:]) == pytest.approx(0.05, abs=0.003)  # uniform over the interval
+    again = Sampler([], interval_s=0.1, seed=3)
+    assert [again.tick_offset_s(k) for k in range(5)] == offsets[:5]
+    assert Sampler([], interval_s=0.1, dither=0.0).tick_offset_s(7) == 0.0
+
+
+def test_fast_ticks_read_power_and_counter_and_hold_the_rest():
+    rig = make_rig(100.0)
+    s = Sampler(rig.devices, clock=rig.clock, full_read_every=5)
+    _ticks(s, rig.clock, 10)
+    out = s.snapshot()
+    assert rig.fake.calls["nvmlDeviceGetTemperature"] == 2 and rig.fake.calls["nvmlDeviceGetUtilizationRates"] == 2
+    assert rig.fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 10
+    assert np.all(np.diff(out["energy_mj"]) == 10_000) and np.all(np.isfinite(out["temperature_c"]))

@@ -12,6 +12,7 @@ integrated up to the last edge. Optional wrap (modulus) and reset (the counter r
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -253,6 +254,9 @@ class ActivityDriven:
         self._last_cpu = 0.0
         self._power = self.idle_w
         self._cum = 0.0  # J up to _last_t
+        self._hist_t: list[float] = []  # update times, s
+        self._hist_cum: list[float] = []  # J up to each update time
+        self._hist_p: list[float] = []  # power held from each update time, W
 
     def _cpu_seconds(self) -> float:
         total = 0.0
@@ -274,6 +278,9 @@ class ActivityDriven:
             if self._last_t is None:
                 self._last_t = t
                 self._last_cpu = self._cpu_seconds()
+                self._hist_t.append(t)
+                self._hist_cum.append(0.0)
+                self._hist_p.append(self._power)
                 return
             if t - self._last_t <= 0.0 or t - self._last_t < self.update_s:
                 return
@@ -283,6 +290,9 @@ class ActivityDriven:
             busy = min(max((cpu - self._last_cpu) / dt / self.cpus, 0.0), 1.0)
             self._power = self.idle_w + (self.peak_w - self.idle_w) * busy
             self._last_t, self._last_cpu = t, cpu
+            self._hist_t.append(t)
+            self._hist_cum.append(self._cum)
+            self._hist_p.append(self._power)
 
     def power_w(self, t: float) -> float:
         """Returns the power implied by the recent CPU use of the process tree, W."""
@@ -290,12 +300,16 @@ class ActivityDriven:
         return self._power
 
     def cumulative_j(self, t: float) -> float:
-        """Returns the integral of the reported (held) power from the first query to t, J."""
+        """Returns the integral of the reported (held) power from the first query to t, J (past times are
+        looked up in the update history, so the counter stays consistent)."""
         self._advance(t)
         with self._lock:
-            if self._last_t is None:
+            if self._last_t is None or t <= self._hist_t[0]:
                 return 0.0
-            return self._cum + self._power * max(t - self._last_t, 0.0)
+            if t >= self._last_t:
+                return self._cum + self._power * (t - self._last_t)
+            i = bisect.bisect_right(self._hist_t, t) - 1
+            return self._hist_cum[i] + self._hist_p[i] * (t - self._hist_t[i])
 
 
 @dataclass(frozen=True)
@@ -488,6 +502,14 @@ class SimulatedDevice:
 
     def __repr__(self) -> str:
         return f"SimulatedDevice(uuid={self._uuid!r}, model={self.model!r})"
+
+
+def simulated_devices(count: int = 1, *, idle_w: float = 60.0, peak_w: float = 300.0,
+                      clock: Callable[[], float] = time.perf_counter) -> list[SimulatedDevice]:
+    """Returns ``count`` activity-driven simulated GPUs (power follows this process tree's CPU use),
+    for ``--devices simulated`` runs; each is labelled kind 'simulated' with a 'SIM-…' UUID."""
+    return [SimulatedDevice(ActivityDriven(idle_w, peak_w), index=i, clock=clock, idle_w=idle_w,
+                            name="Simulated GPU (CPU activity)") for i in range(count)]
 
 
 class FakeClock:

@@ -19,6 +19,7 @@ from llem_pipeline.measure.devices.simulated import (
     ReasonSpan,
     SimulatedDevice,
     SquareBursts,
+    simulated_devices,
 )
 
 MODELS = {
@@ -107,6 +108,16 @@ def test_activity_driven_power_follows_this_process_cpu_use():
     p = model.power_w(t1)
     assert 50.0 < p <= 250.0
     assert model.cumulative_j(t1) == pytest.approx(50.0 * (t1 - t0))  # the held idle segment up to t1
+    assert model.cumulative_j(0.5 * (t0 + t1)) == pytest.approx(25.0 * (t1 - t0))  # past times: history
+    assert model.cumulative_j(t1 + 2.0) == pytest.approx(50.0 * (t1 - t0) + 2.0 * p)
+
+
+def test_simulated_devices_for_the_cpu_demo_are_labelled():
+    devs = simulated_devices(2, idle_w=40.0, peak_w=200.0)
+    assert [d.kind for d in devs] == ["simulated"] * 2 and len({d.uuid for d in devs}) == 2
+    assert all(d.uuid.startswith("SIM-") for d in devs)
+    r = devs[0].read()
+    assert 40.0 <= r.power_w <= 200.0 and r.energy_mj is not None
 
 
 def test_bad_parameters_name_the_field():
