@@ -1,0 +1,87 @@
+"""``python -m llem_pipeline.measure``: one measurement as a plain command (see measure/worker.py).
+
+    python -m llem_pipeline.measure --config CFG.json --devices LIST|simulated|auto --out RUN_DIR \\
+        [--timeout S] [--run-id ID] [--experiment-id ID] [--baseline-cache PATH] [--quiet]
+
+Exit 0 on success; otherwise one line ``llem-measure: error: <reason>`` on stderr and exit 1 (124 on timeout).
+Under Dagster Pipes (DAGSTER_PIPES_CONTEXT set) progress goes to the Dagster log and the headline
+figures are reported as a custom message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from llem_pipeline.domain.errors import ConfigError
+from llem_pipeline.domain.study import parse_experiment_config
+from llem_pipeline.measure.worker import EXIT_TIMEOUT, WorkerError, WorkerTimeout, run_measurement
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m llem_pipeline.measure", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, type=Path, help="ExperimentConfig JSON file")
+    p.add_argument("--devices", required=True, help="'simulated', 'auto', or NVML UUIDs/indices (comma list)")
+    p.add_argument("--out", required=True, type=Path, help="run folder to create (atomically)")
+    p.add_argument("--timeout", type=float, default=None, help="kill the engine processes after this many s")
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--experiment-id", default=None)
+    p.add_argument("--baseline-cache", type=Path, default=None, help="idle-power cache file shared across runs")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+@contextlib.contextmanager
+def _pipes():
+    """Yield a Dagster Pipes context when launched by Dagster Pipes, else None (dagster_pipes is optional)."""
+    if "DAGSTER_PIPES_CONTEXT" not in os.environ:
+        yield None
+        return
+    try:
+        from dagster_pipes import open_dagster_pipes
+    except ImportError:
+        yield None
+        return
+    with open_dagster_pipes() as pipes:
+        yield pipes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit code (0, 1, or 124 on timeout)."""
+    args = _parser().parse_args(argv)
+    with _pipes() as pipes:
+        def progress(event: str, data: dict[str, Any]) -> None:
+            line = f"llem-measure: {event} {json.dumps(data, default=str)}"
+            if pipes is not None:
+                pipes.log.info(line)
+            elif not args.quiet:
+                print(line, file=sys.stderr, flush=True)
+
+        try:
+            try:
+                data = json.loads(args.config.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as err:
+                raise ConfigError(f"{args.config}: cannot read the config JSON: {err}") from None
+            config = parse_experiment_config(data, str(args.config))
+            out = run_measurement(config, args.devices, args.out, timeout_s=args.timeout, run_id=args.run_id,
+                                  experiment_id=args.experiment_id, baseline_cache=args.baseline_cache,
+                                  on_progress=progress)
+        except WorkerTimeout as err:
+            print(f"llem-measure: error: {err}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        except (WorkerError, ConfigError, OSError) as err:
+            print(f"llem-measure: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 1
+        if pipes is not None:
+            result = json.loads((out / "result.json").read_text(encoding="utf-8"))
+            pipes.report_custom_message({"run_dir": str(out), "config_hash": result["measurement_config_hash"]})
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
