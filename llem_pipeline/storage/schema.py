@@ -1,7 +1,7 @@
 """The SQL interface: table allow-list, schema migrations and views (the SQL itself lives in .sql files).
 
-``schema.sql`` is migration 1; later migrations are appended to ``MIGRATIONS`` as
-``(number, file, description)`` and applied in order by ``apply_schema``. ``views.sql`` is
+``schema.sql`` is migration 1; later migrations live in ``migrations/NNN_*.sql`` and are listed in
+``MIGRATIONS`` as ``(number, file, description)``, applied in order by ``apply_schema``. ``views.sql`` is
 re-applied every time (CREATE OR REPLACE), so view changes need no migration.
 """
 
@@ -29,6 +29,7 @@ PARTITION_COLUMNS: tuple[str, ...] = ("run_date", "config_hash", "run_id")
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "schema.sql", "initial schema: configs, results, processes, environment, baselines, samples, requests"),
+    (2, "migrations/002_nightly_trend_columns.sql", "previous-night columns on experiment_results for nightly_trend"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -82,3 +83,21 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> int:
         version = number
     con.execute(sql_text("views.sql"))
     return version
+
+
+# The writer refreshes the previous-night columns (migration 2) of the configs it touched, inside
+# its transaction. ``{where}`` is a fixed predicate chosen by the caller (never user text).
+REFRESH_TREND_SQL = """
+UPDATE experiment_results AS e
+SET prev_run_date = p.prev_run_date, prev_j_per_token = p.prev_j_per_token, prev_tokens_per_s = p.prev_tokens_per_s
+FROM (
+    SELECT rowid AS rid,
+           lag(run_date)               OVER w AS prev_run_date,
+           lag(avg_energy_per_token_j) OVER w AS prev_j_per_token,
+           lag(avg_tokens_per_second)  OVER w AS prev_tokens_per_s
+    FROM experiment_results
+    WHERE {where}
+    WINDOW w AS (PARTITION BY config_hash ORDER BY run_date)
+) AS p
+WHERE e.rowid = p.rid
+"""

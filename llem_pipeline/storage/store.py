@@ -30,6 +30,7 @@ from llem_pipeline.storage.run_folder import load_run_folder
 from llem_pipeline.storage.schema import (
     PARTITION_COLUMNS,
     PARTITIONED_TABLES,
+    REFRESH_TREND_SQL,
     TABLES,
     apply_schema,
     checked_table,
@@ -216,6 +217,8 @@ class ResultStore:
                     params,
                 )
                 con.unregister(_STAGING)
+            if "experiment_results" in prepared:
+                con.execute(REFRESH_TREND_SQL.format(where="config_hash = ?"), [config_hash])
             if counts.get("experiment_results"):
                 con.execute(
                     "UPDATE experiment_results SET study = ("
@@ -269,6 +272,8 @@ class ResultStore:
                 con.register(_STAGING, table)
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {_STAGING}")
                 con.unregister(_STAGING)
+            if "experiment_results" in tables:
+                con.execute(REFRESH_TREND_SQL.format(where="config_hash IN (SELECT config_hash FROM _llem_keys)"))
             if counts.get("experiment_results"):
                 con.execute(
                     "UPDATE experiment_results r SET study = c.study FROM ("

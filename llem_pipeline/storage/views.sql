@@ -1,5 +1,6 @@
 -- llem_pipeline views: the common questions over experiment_results, in plain DuckDB SQL.
--- Re-applied (CREATE OR REPLACE) by ResultStore.ensure_schema(); runnable in the duckdb shell.
+-- Re-applied (CREATE OR REPLACE) by ResultStore.ensure_schema(); runnable in the duckdb shell after
+-- schema.sql and migrations/*.sql.
 -- J/token is always energy-weighted: sum(total_energy_j) / sum(total_tokens) (output tokens).
 
 -- Latest run of every config hash (by run_date, then end_time, then run_id). The pick runs on the
@@ -44,31 +45,21 @@ GROUP BY ALL;
 COMMENT ON VIEW efficiency IS 'J per output token (energy-weighted), output tokens/s, average W and TTFT by model x backend x precision x setting over latest_results; simulated and real results are separate rows.';
 
 -- Per config and night: J/token and tok/s with the change against the previous night of the same config.
--- The writer keeps one run per (run_date, config_hash) (a write replaces the partition), so every
--- row is one night. The lag runs over the narrow key columns and joins back by rowid (cheaper than
--- carrying every label column through the window sort).
+-- The writer keeps one run per (run_date, config_hash) and maintains prev_* (migration 2) as
+--   lag(...) OVER (PARTITION BY config_hash ORDER BY run_date)
+-- in the same transaction, so this view is a projection (no window sort on every read).
 CREATE OR REPLACE VIEW nightly_trend AS
-WITH prev AS (
-    SELECT
-        rowid AS rid,
-        lag(run_date)               OVER w AS prev_run_date,
-        lag(avg_energy_per_token_j) OVER w AS prev_j_per_token,
-        lag(avg_tokens_per_second)  OVER w AS prev_tokens_per_s
-    FROM experiment_results
-    WINDOW w AS (PARTITION BY config_hash ORDER BY run_date)
-)
 SELECT
-    e.config_hash, e.run_date, e.run_id, e.study, e.model, e.backend, e.precision, e.setting, e.is_simulated,
-    e.avg_energy_per_token_j AS j_per_token,
-    e.avg_tokens_per_second  AS tokens_per_s,
-    e.avg_power_w,
-    e.ttft_p50_ms,
-    e.n_warnings,
-    e.throttled,
-    p.prev_run_date,
-    p.prev_j_per_token,
-    100.0 * (e.avg_energy_per_token_j / nullif(p.prev_j_per_token, 0) - 1.0) AS j_per_token_change_pct,
-    100.0 * (e.avg_tokens_per_second / nullif(p.prev_tokens_per_s, 0) - 1.0) AS tokens_per_s_change_pct
-FROM experiment_results e
-JOIN prev p ON e.rowid = p.rid;
+    config_hash, run_date, run_id, study, model, backend, precision, setting, is_simulated,
+    avg_energy_per_token_j AS j_per_token,
+    avg_tokens_per_second  AS tokens_per_s,
+    avg_power_w,
+    ttft_p50_ms,
+    n_warnings,
+    throttled,
+    prev_run_date,
+    prev_j_per_token,
+    100.0 * (avg_energy_per_token_j / nullif(prev_j_per_token, 0) - 1.0) AS j_per_token_change_pct,
+    100.0 * (avg_tokens_per_second / nullif(prev_tokens_per_s, 0) - 1.0)  AS tokens_per_s_change_pct
+FROM experiment_results;
 COMMENT ON VIEW nightly_trend IS 'Per config_hash and run_date: J/token, tokens/s, W, TTFT p50 and the % change of J/token and tokens/s against the previous night of the same config.';

@@ -8,13 +8,14 @@ import duckdb
 import pytest
 
 from llem_pipeline.storage import PARTITIONED_TABLES, TABLES, VIEWS, ResultStore, StorageError
-from llem_pipeline.storage.schema import LATEST_VERSION, apply_schema, checked_table, sql_text
+from llem_pipeline.storage.schema import LATEST_VERSION, MIGRATIONS, apply_schema, checked_table, sql_text
 
 
 def test_sql_files_run_as_plain_sql_on_an_empty_file(tmp_path: Path) -> None:
-    # What a user does in the duckdb shell: `.read schema.sql` then `.read views.sql`.
+    # What a user does in the duckdb shell: `.read schema.sql`, each `.read migrations/NNN_*.sql`, `.read views.sql`.
     con = duckdb.connect(str(tmp_path / "plain.duckdb"))
-    con.execute(sql_text("schema.sql"))
+    for _, filename, _ in MIGRATIONS:
+        con.execute(sql_text(filename))
     con.execute(sql_text("views.sql"))
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert set(TABLES) | {"schema_version"} == tables
@@ -28,8 +29,8 @@ def test_ensure_schema_creates_everything_and_is_idempotent(store: ResultStore) 
     assert store.ensure_schema() == LATEST_VERSION
     con = duckdb.connect(str(store.path), read_only=True)
     try:
-        versions = con.execute("SELECT version FROM schema_version").fetchall()
-        assert versions == [(LATEST_VERSION,)]
+        versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(n,) for n, _, _ in MIGRATIONS] and versions[-1] == (LATEST_VERSION,)
         for view in VIEWS:
             con.execute(f"SELECT * FROM {view}").fetchall()
     finally:
@@ -87,3 +88,27 @@ def test_table_names_outside_the_allow_list_are_rejected(name: str) -> None:
 def test_allow_list_accepts_known_tables() -> None:
     for t in TABLES:
         assert checked_table(t) == t
+
+
+def test_migration_2_backfills_previous_night_columns(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from llem_pipeline.storage.rows import experiment_result_row, rows_to_table
+    from llem_pipeline_tests.storage.run_folder_factory import make_config, make_result
+
+    db = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(sql_text("schema.sql"))
+    con.execute("INSERT INTO schema_version VALUES (1, now(), 'v1')")
+    config = make_config()
+    for day, energy in (("2026-11-01", 1000.0), ("2026-11-02", 1200.0)):
+        result, _ = make_result(config, start=datetime.fromisoformat(day).replace(hour=2, tzinfo=UTC))
+        result = result.model_copy(update={"avg_energy_per_token_j": energy / result.total_tokens})
+        con.register("_r", rows_to_table([experiment_result_row(result, day, "r")]))
+        con.execute("INSERT INTO experiment_results BY NAME SELECT * FROM _r")
+    con.close()
+    store = ResultStore(db)
+    assert store.ensure_schema() == LATEST_VERSION
+    pct = store.query("SELECT j_per_token_change_pct FROM nightly_trend ORDER BY run_date")
+    assert pct.column(0).to_pylist()[0] is None
+    assert pct.column(0).to_pylist()[1] == pytest.approx(20.0)

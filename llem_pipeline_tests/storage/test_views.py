@@ -69,3 +69,50 @@ def test_efficiency_is_energy_weighted_and_keeps_simulated_apart(store: ResultSt
     assert real["tokens_per_s"] == pytest.approx(1500 / 30.0)
     assert real["avg_power_w"] == pytest.approx(4000.0 / 30.0)
     assert rows[1]["j_per_token"] == pytest.approx(0.05)
+
+
+REFERENCE_TREND = """
+SELECT config_hash, run_date,
+       100.0 * (avg_energy_per_token_j / nullif(lag(avg_energy_per_token_j) OVER w, 0) - 1.0) AS pct
+FROM experiment_results WINDOW w AS (PARTITION BY config_hash ORDER BY run_date)
+ORDER BY config_hash, run_date
+"""
+
+
+def test_trend_columns_follow_out_of_order_writes_rewrites_and_removals(store: ResultStore) -> None:
+    import random
+
+    import pyarrow as pa
+
+    a, b = make_config(batch_size=1), make_config(batch_size=2)
+    nights = [f"2026-11-{d:02d}" for d in range(1, 11)]
+    order = [(c, n) for c in (a, b) for n in nights]
+    random.Random(3).shuffle(order)
+    for i, (config, night) in enumerate(order):
+        _put(store, config, night, f"r{i}", 1000.0 + 37 * i)
+    _put(store, a, "2026-11-05", "rewrite", 5000.0)  # rewrite a middle night
+    # Remove a night: replace its partition with no result row.
+    store.write_tables("2026-11-07", compute_measurement_config_hash(a), "gone",
+                       {"experiment_results": pa.table({"run_id": pa.array([], pa.string())})})
+    got = store.query("SELECT config_hash, run_date, j_per_token_change_pct AS pct FROM nightly_trend "
+                      "ORDER BY config_hash, run_date").to_pylist()
+    want = store.query(REFERENCE_TREND).to_pylist()
+    assert len(got) == 19
+    assert [(r["config_hash"], r["run_date"]) for r in got] == [(r["config_hash"], r["run_date"]) for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert (g["pct"] is None and w["pct"] is None) or g["pct"] == pytest.approx(w["pct"])
+
+
+def test_trend_columns_after_write_batch(store: ResultStore) -> None:
+    config = make_config(batch_size=16)
+
+    def row(day: str, energy: float) -> dict:
+        result, _ = make_result(config, start=datetime.fromisoformat(day).replace(hour=2, tzinfo=UTC))
+        result = result.model_copy(update={"avg_energy_per_token_j": energy})
+        return experiment_result_row(result, day, f"run-{day}")
+
+    store.write_batch({"experiment_results": rows_to_table([row("2026-11-01", 1.0), row("2026-11-04", 2.0)])})
+    store.write_batch({"experiment_results": rows_to_table([row("2026-11-02", 1.5)])})
+    pct = store.query("SELECT j_per_token_change_pct FROM nightly_trend ORDER BY run_date").column(0).to_pylist()
+    assert pct[0] is None
+    assert pct[1:] == [pytest.approx(50.0), pytest.approx(100.0 / 3)]
