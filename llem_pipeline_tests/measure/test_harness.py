@@ -1,0 +1,117 @@
+"""The harness on scripted simulated devices and a deterministic engine: known energy, window, tokens, warnings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from llem_pipeline.domain.config import ExperimentConfig
+from llem_pipeline.domain.requests import RequestRecord
+from llem_pipeline.domain.warnings import warning_code
+from llem_pipeline.engines.protocol import EngineInfo, PromptSet
+from llem_pipeline.measure.baseline import measure_baseline
+from llem_pipeline.measure.devices.simulated import Constant, ReasonSpan, SimulatedDevice
+from llem_pipeline.measure.harness import measure_process
+
+
+class PacedEngine:
+    """An Engine-protocol test double: every request takes ``step_s`` per token, one request at a time."""
+
+    def __init__(self, out_tokens: int, step_s: float) -> None:
+        self.out_tokens = out_tokens
+        self.step_s = step_s
+        self.info = EngineInfo(backend="pytorch", backend_version="test", model_memory_mb=1.0)
+        self.cleaned = 0
+
+    def _one(self, i: int, prompt: list[int]) -> RequestRecord:
+        submit = time.perf_counter()
+        times = []
+        for _ in range(self.out_tokens):
+            time.sleep(self.step_s)
+            times.append(time.perf_counter())
+        return RequestRecord(request_index=i, input_tokens=len(prompt), output_tokens=self.out_tokens,
+                             submit_time_s=submit, first_token_time_s=times[0], token_times_s=times,
+                             done_time_s=times[-1], finish_reason="length")
+
+    def warmup(self, prompts):
+        return [self._one(i, p) for i, p in enumerate(prompts)]
+
+    def run(self, prompts):
+        return [self._one(i, p) for i, p in enumerate(prompts)]
+
+    def peak_memory_mb(self):
+        return None
+
+    def cleanup(self):
+        self.cleaned += 1
+
+
+def _measure(config, devices, engine, baseline=None):
+    prompts = PromptSet(token_ids=[[1, 2, 3, 4]] * config.n, source="test")
+    return measure_process(
+        config, devices, engine_loader=lambda c, idx: engine, tokenizer_loader=lambda c: None,
+        prompt_builder=lambda c, tok: prompts, device_indices=[], experiment_id="exp-1", baseline=baseline,
+        sleep=lambda s: None,
+    )
+
+
+def _config(**kw):
+    base = dict(model="llem:tiny", n=6, max_output_tokens=10, precision="fp32",
+                warmup={"n_warmup": 1, "thermal_floor_seconds": 0}, energy={"sample_interval_ms": 20})
+    base.update(kw)
+    return ExperimentConfig.model_validate(base)
+
+
+def test_constant_power_window_energy_tokens_and_warnings():
+    device = SimulatedDevice(Constant(200.0), index=0, idle_w=50.0)
+    engine = PacedEngine(out_tokens=10, step_s=0.01)
+    baseline = measure_baseline([device], 1.0, interval_s=0.02)
+    out = _measure(_config(), [device], engine, baseline)
+    raw = out.raw
+    assert engine.cleaned == 1
+    assert raw.output_tokens == 60 and raw.input_tokens == 24 and raw.num_requests == 6
+    # energy = 200 W × window (the simulated device is exact; the counter is boundary-corrected)
+    assert raw.energy_j == pytest.approx(200.0 * raw.inference_time_sec, rel=0.02)
+    assert raw.energy_method == "simulated" and raw.device_kind == "simulated"
+    assert raw.baseline_power_w == pytest.approx(200.0, rel=0.01)  # the idle model of this device is its constant
+    codes = {warning_code(w) for w in raw.measurement_warnings}
+    assert {"simulated_device", "short_window"} <= codes
+    assert raw.warmup_result is not None and raw.warmup_result.iterations_completed == 1
+    assert raw.latency_stats.ttft.count == 6
+    assert raw.timestamps.start.tzinfo is not None
+    # the window is first submission → last token, so it is shorter than the run step
+    assert raw.inference_time_sec == pytest.approx(out.window_mono_s[1] - out.window_mono_s[0])
+
+
+def test_throttle_reasons_inside_the_window_are_reported():
+    device = SimulatedDevice(Constant(300.0), index=0, reason_spans=[ReasonSpan(0.0, 1e6, 0x40)])
+    out = _measure(_config(baseline={"enabled": False}), [device], PacedEngine(10, 0.005))
+    assert out.raw.thermal_throttle.detected and out.raw.thermal_throttle.hw_thermal
+    assert "thermal_throttling" in {warning_code(w) for w in out.raw.measurement_warnings}
+
+
+def test_windowed_methodology_counts_energy_and_tokens_of_exactly_that_window():
+    device = SimulatedDevice(Constant(100.0), index=0)
+    cfg = _config(n=4, baseline={"enabled": False}, energy={"sample_interval_ms": 20, "methodology": "windowed",
+                                                            "window": [0.1, 0.3]})
+    out = _measure(cfg, [device], PacedEngine(out_tokens=10, step_s=0.012))
+    raw = out.raw
+    assert raw.measurement_methodology == "windowed"
+    assert raw.steady_state_window == (0.1, 0.3)
+    assert raw.inference_time_sec == pytest.approx(0.2, abs=1e-9)
+    assert raw.energy_j == pytest.approx(100.0 * 0.2, rel=0.02)
+    # 12 ms per token, one request after another: about 0.2 / 0.012 ≈ 16 tokens fall inside
+    assert 14 <= raw.output_tokens <= 18
+    assert raw.warmup_excluded_samples is not None and raw.warmup_excluded_samples > 0
+
+
+def test_engine_is_cleaned_up_when_the_run_fails():
+    class Failing(PacedEngine):
+        def run(self, prompts):
+            raise RuntimeError("CUDA out of memory")
+
+    engine = Failing(5, 0.001)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _measure(_config(baseline={"enabled": False}), [SimulatedDevice(Constant(50.0))], engine)
+    assert engine.cleaned == 1
