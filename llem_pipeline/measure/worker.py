@@ -234,6 +234,13 @@ def run_measurement(
     one-line reason on any failure; nothing is left in ``out_dir`` then.
     """
     emit = on_progress or (lambda _e, _d: None)
+    from llem_pipeline.engines.model_files import EngineLoadError
+    from llem_pipeline.engines.registry import check_backend
+
+    try:
+        check_backend(config)  # an unavailable backend fails before anything runs
+    except EngineLoadError as err:
+        raise WorkerError(str(err)) from None
     config_hash = compute_measurement_config_hash(config)
     started = datetime.now(UTC)
     experiment_id = experiment_id or f"{config_hash}-{started:%Y%m%dT%H%M%SZ}"
