@@ -44,6 +44,11 @@ class CounterTiming:
 
     period_s: float
     phase_s: float
+    period_err_s: float = 0.0  # ± uncertainty of period_s, s
+
+    def edge_uncertainty_s(self, t: float) -> float:
+        """Returns the ± uncertainty of the predicted edge near ``t``, s (grows with distance from phase_s)."""
+        return 0.002 + abs(t - self.phase_s) / self.period_s * self.period_err_s
 
     def last_edge(self, t: float) -> float:
         """Returns the last update edge at or before ``t``, s (monotonic)."""
@@ -151,50 +156,73 @@ def _merge(a: Samples, b: Samples | None) -> Samples:
 
 @dataclass
 class _Anchor:
-    index: int          # index into the device's counter observations carrying C(e)
+    t_obs: float        # time of the counter observation carrying C(e), s
+    value: float        # C(e), mJ
     edge_s: float       # the edge time e, s
     half_width_s: float  # ± uncertainty of e, s
     how: str            # 'bracket', 'timing', 'assumed', 'plain'
 
 
+def _bracket(ct: np.ndarray, cv: np.ndarray, t: float, period: float) -> _Anchor | None:
+    """Returns the counter step nearest ``t`` seen between two close observations (None if none)."""
+    if len(ct) < 2:
+        return None
+    max_bracket = min(0.25 * period, 0.02)
+    changed = np.nonzero((cv[1:] != cv[:-1]) & ((ct[1:] - ct[:-1]) <= max_bracket))[0] + 1
+    if not len(changed):
+        return None
+    mids = 0.5 * (ct[changed] + ct[changed - 1])
+    near = np.abs(mids - t) <= 1.5 * period
+    if not np.any(near):
+        return None
+    cand, m = changed[near], mids[near]
+    k = int(np.argmin(np.abs(m - t)))
+    b = int(cand[k])
+    return _Anchor(float(ct[b]), float(cv[b]), float(m[k]), 0.5 * float(ct[b] - ct[b - 1]), "bracket")
+
+
 def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing: CounterTiming | None,
-                 correct: bool) -> _Anchor | None:
-    """Picks the counter observation and edge used at boundary ``t``."""
+                 correct: bool, pt: np.ndarray | None = None, pv: np.ndarray | None = None) -> _Anchor | None:
+    """Picks the counter observation and update edge used at boundary ``t``.
+
+    ``pt``/``pv``: the dense boundary polls (preferred: their timestamps are tight); ``ct``/``cv``: every
+    counter observation (polls and sampler rows).
+    """
     if len(ct) == 0:
         return None
+    polls = pt is not None and len(pt) > 0
     if not correct:
-        i = int(np.argmin(np.abs(ct - t)))
-        return _Anchor(i, t, 0.0, "plain")
-    # 1) bracketed changes near t (a change between two close observations)
-    max_bracket = min(0.25 * period, 0.02)
-    if len(ct) >= 2:
-        changed = np.nonzero((cv[1:] != cv[:-1]) & ((ct[1:] - ct[:-1]) <= max_bracket))[0] + 1
-        if len(changed):
-            mids = 0.5 * (ct[changed] + ct[changed - 1])
-            near = np.abs(mids - t) <= 1.5 * period
-            if np.any(near):
-                cand = changed[near]
-                m = mids[near]
-                k = int(np.argmin(np.abs(m - t)))
-                b = int(cand[k])
-                return _Anchor(b, float(m[k]), 0.5 * float(ct[b] - ct[b - 1]), "bracket")
+        src_t, src_v = (pt, pv) if polls else (ct, cv)
+        i = int(np.argmin(np.abs(src_t - t)))
+        return _Anchor(float(src_t[i]), float(src_v[i]), t, 0.0, "plain")
+    found = _bracket(pt, pv, t, period) if polls else None
+    if found is None:
+        found = _bracket(ct, cv, t, period)
+    if found is not None:
+        return found
     i = int(np.argmin(np.abs(ct - t)))
     if timing is not None:
-        return _Anchor(i, timing.last_edge(float(ct[i])), 0.002, "timing")
-    return _Anchor(i, float(ct[i]) - 0.5 * period, 0.5 * period, "assumed")
+        hw = timing.edge_uncertainty_s(float(ct[i]))
+        if hw < 0.5 * period:
+            return _Anchor(float(ct[i]), float(cv[i]), timing.last_edge(float(ct[i])), hw, "timing")
+    return _Anchor(float(ct[i]), float(cv[i]), float(ct[i]) - 0.5 * period, 0.5 * period, "assumed")
 
 
-def _chain_mj(ct: np.ndarray, cv: np.ndarray, i0: int, i1: int, modulus: float | None,
+def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus: float | None,
               trace: _Trace, period: float) -> tuple[float, float, int, float]:
-    """Sums counter increments from obs i0 to i1; returns (energy J, bridged J, resets, extra uncertainty J).
+    """Sums counter increments from anchor a0 to a1 through every observation between them; returns
+    (energy J, bridged J, resets, extra uncertainty J).
 
     Backward steps are unwrapped with ``modulus`` when given; otherwise (a reset) the gap between the two
     observations is bridged with the trace integral.
     """
     sign = 1.0
-    if i1 < i0:
-        i0, i1, sign = i1, i0, -1.0
-    d = np.diff(cv[i0 : i1 + 1])
+    if a1.t_obs < a0.t_obs:
+        a0, a1, sign = a1, a0, -1.0
+    inside = (ct > a0.t_obs) & (ct < a1.t_obs)
+    ts = np.concatenate([[a0.t_obs], ct[inside], [a1.t_obs]])
+    vs = np.concatenate([[a0.value], cv[inside], [a1.value]])
+    d = np.diff(vs)
     total_mj = float(d[d >= 0].sum())
     bridged = 0.0
     resets = 0
@@ -203,7 +231,7 @@ def _chain_mj(ct: np.ndarray, cv: np.ndarray, i0: int, i1: int, modulus: float |
         if modulus:
             total_mj += float(d[k]) + float(modulus)
             continue
-        a, b = float(ct[i0 + k]), float(ct[i0 + k + 1])
+        a, b = float(ts[k]), float(ts[k + 1])
         gap = trace.integral(a, b)
         bridged += gap
         resets += 1
@@ -285,10 +313,16 @@ def window_energy(
                 f"device {i}: {n_trace_pts} power samples in {duration:.3f} s, expected about {duration / interval_s:.0f}"))
         ok = np.isfinite(m_i["energy_mj"])
         ct, cv = m_i["t_mono_s"][ok], m_i["energy_mj"][ok]
+        pt = pv = None
+        if polls is not None and len(polls):
+            p_i = polls.for_device(i)
+            okp = np.isfinite(p_i["energy_mj"])
+            order = np.argsort(p_i["t_mono_s"][okp], kind="stable")
+            pt, pv = p_i["t_mono_s"][okp][order], p_i["energy_mj"][okp][order]
         timing = timings[i] if i < len(timings) else None
         p = timing.period_s if timing is not None else period
-        a0 = _find_anchor(ct, cv, t0_s, p, timing, boundary_correction)
-        a1 = _find_anchor(ct, cv, t1_s, p, timing, boundary_correction)
+        a0 = _find_anchor(ct, cv, t0_s, p, timing, boundary_correction, pt, pv)
+        a1 = _find_anchor(ct, cv, t1_s, p, timing, boundary_correction, pt, pv)
         if a0 is None or a1 is None:
             no_counter.append(i)
             counter_per_dev.append(None)
@@ -300,7 +334,7 @@ def window_energy(
             else:
                 unc_per_dev.append(math.inf if duration > 0 else 0.0)
             continue
-        chain_j, _bridged, resets, extra_unc = _chain_mj(ct, cv, a0.index, a1.index, moduli[i], trace_all, p)
+        chain_j, _bridged, resets, extra_unc = _chain_mj(ct, cv, a0, a1, moduli[i], trace_all, p)
         if resets:
             resets_total += resets
             warnings.append(make_warning(
@@ -413,19 +447,22 @@ class EnergyMonitor:
         self.poll_count = 0
 
     # -- polling --------------------------------------------------------------------------------
-    def _read(self, i: int) -> tuple[float, float, float]:
+    def _read(self, i: int) -> tuple[float, float, float, float]:
+        """Returns (t_energy s, energy mJ, t_power s, power W); each time is the midpoint of its own read."""
         d = self.devices[i]
         ta = self.clock()
         e = d.energy_mj()
+        tm = self.clock()
         p = d.power_w()
         tb = self.clock()
         self.poll_count += 1
-        return 0.5 * (ta + tb), math.nan if e is None else float(e), math.nan if p is None else float(p)
+        return (0.5 * (ta + tm), math.nan if e is None else float(e),
+                0.5 * (tm + tb), math.nan if p is None else float(p))
 
-    def _poll(self, until_edges: int, timeout_s: float) -> tuple[float, dict[int, list[tuple[float, float, float]]]]:
+    def _poll(self, until_edges: int, timeout_s: float) -> tuple[float, dict[int, list[tuple[float, float, float, float]]]]:
         """Reads all devices now, then polls each until its counter changed ``until_edges`` times."""
         t_boundary = self.clock()
-        rows: dict[int, list[tuple[float, float, float]]] = {i: [self._read(i)] for i in range(len(self.devices))}
+        rows: dict[int, list[tuple[float, float, float, float]]] = {i: [self._read(i)] for i in range(len(self.devices))}
         changes = {i: 0 for i in rows}
         pending = {i for i in rows if math.isfinite(rows[i][0][1])}
         if not self.boundary_correction:
@@ -442,20 +479,21 @@ class EnergyMonitor:
         return t_boundary, rows
 
     @staticmethod
-    def _rows_to_samples(rows: dict[int, list[tuple[float, float, float]]], uuids: tuple[str, ...]) -> Samples:
-        n = sum(len(v) for v in rows.values())
+    def _rows_to_samples(rows: dict[int, list[tuple[float, float, float, float]]], uuids: tuple[str, ...]) -> Samples:
+        """Returns the polls as Samples: one energy-only and one power-only row per poll."""
+        n = 2 * sum(len(v) for v in rows.values())
         cols = {k: np.full(n, np.nan if dt.kind == "f" else -1, dtype=dt) for k, dt in COLUMNS.items()}
         j = 0
         now_ns = time.time_ns()
         now_mono = time.perf_counter()
         for i, lst in rows.items():
-            for t, e, p in lst:
-                cols["device_index"][j] = i
-                cols["t_mono_s"][j] = t
-                cols["utc_ns"][j] = now_ns + int((t - now_mono) * 1e9)
-                cols["energy_mj"][j] = e
-                cols["power_w"][j] = p
-                j += 1
+            for te, e, tp, p in lst:
+                for t, col, v in ((te, "energy_mj", e), (tp, "power_w", p)):
+                    cols["device_index"][j] = i
+                    cols["t_mono_s"][j] = t
+                    cols["utc_ns"][j] = now_ns + int((t - now_mono) * 1e9)
+                    cols[col][j] = v
+                    j += 1
         order = np.argsort(cols["t_mono_s"], kind="stable")
         return Samples({k: v[order] for k, v in cols.items()}, uuids)
 
@@ -469,7 +507,7 @@ class EnergyMonitor:
         _, rows = self._poll(until_edges=edges, timeout_s=max_s)
         for i, lst in rows.items():
             found: list[tuple[float, float]] = []  # (edge mid, half width)
-            for (ta, ea, _), (tb, eb, _) in itertools.pairwise(lst):
+            for (ta, ea, _, _), (tb, eb, _, _) in itertools.pairwise(lst):
                 if math.isfinite(ea) and eb != ea:
                     found.append((0.5 * (ta + tb), 0.5 * (tb - ta)))
             if len(found) >= 2:
@@ -478,8 +516,8 @@ class EnergyMonitor:
                 k = max(round((mids[-1] - mids[0]) / step), 1)
                 period = float((mids[-1] - mids[0]) / k)
                 hw = max(f[1] for f in found)
-                self.counter_timing[i] = CounterTiming(period, float(mids[-1]))
                 self._period_rel_err[i] = 2 * hw / (k * period)
+                self.counter_timing[i] = CounterTiming(period, float(mids[-1]), self._period_rel_err[i] * period)
         return list(self.counter_timing)
 
     # -- windows --------------------------------------------------------------------------------
@@ -537,4 +575,4 @@ class EnergyMonitor:
                 period = (e1 - e0) / k
                 hw = float(np.max(t[ch] - t[ch - 1])) / 2 if len(ch) else 0.002
                 self._period_rel_err[i] = min(self._period_rel_err[i], 2 * hw / (k * period))
-            self.counter_timing[i] = CounterTiming(period, e1)
+            self.counter_timing[i] = CounterTiming(period, e1, self._period_rel_err[i] * period)
