@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import ResultStore
 from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
 
-WRITERS = 4
-PARTITIONS = 10
+# CI size; issue 7 asks 8 writers x 50 partitions: LLEM_WRITERS=8 LLEM_PARTITIONS=50.
+WRITERS = int(os.environ.get("LLEM_WRITERS", "4"))
+PARTITIONS = int(os.environ.get("LLEM_PARTITIONS", "10"))
 SHARED_DAY = "2026-12-31"
 
 
@@ -29,7 +32,7 @@ def test_four_writers_times_ten_partitions(store: ResultStore, data_dir: Path) -
         h = compute_measurement_config_hash(config)
         job = []
         for p in range(PARTITIONS):
-            day = f"2026-11-{p + 1:02d}"
+            day = (date(2026, 1, 1) + timedelta(days=p)).isoformat()
             folder = write_run_folder(data_dir, config=config, run_date=day, run_id=f"w{w}", n_samples=50 + p, seed=p)
             job.append((str(folder), day, h, f"w{w}"))
         # Every writer also writes the same shared partition under its own run id.

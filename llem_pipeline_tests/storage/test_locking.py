@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from llem_pipeline.storage import LockTimeoutError, ResultStore
 from llem_pipeline.storage.locking import backoff_delays, is_lock_error, retry_locked
 from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
 
+HOLD_S = float(os.environ.get("LLEM_HOLD_S", "2"))  # issue 7 asks 30 s: LLEM_HOLD_S=30
 LOCK_MSG = 'IO Error: Could not set lock on file "x.duckdb": Conflicting lock is held in python (PID 1)'
 
 
@@ -89,7 +91,7 @@ def test_write_lands_after_a_reader_releases_the_file(store: ResultStore, data_d
     config = make_config()
     h = compute_measurement_config_hash(config)
     folder = write_run_folder(data_dir, config=config)
-    holder = _holder(store.path, 2.0, read_only=True)
+    holder = _holder(store.path, HOLD_S, read_only=True)
     try:
         impatient = ResultStore(store.path, data_dir=data_dir, lock_timeout_s=0.3)
         with pytest.raises(LockTimeoutError, match="stayed locked"):
