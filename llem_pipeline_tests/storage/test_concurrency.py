@@ -88,3 +88,51 @@ def test_four_writers_times_ten_partitions(store: ResultStore, data_dir: Path) -
     assert store.query(
         "SELECT count(*) AS n FROM power_samples WHERE run_id = ?", winner
     ).column("n").to_pylist() == [30]
+
+
+def test_threads_of_one_process_write_concurrently(store: ResultStore) -> None:
+    # Dagster's in-process executor: one DuckDB instance shared by threads; conflicts are retried.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
+
+    store.ensure_schema()
+    samples, reqs = timeseries_table(200), requests_table(5)
+
+    def write(i: int) -> dict[str, int]:
+        return ResultStore(store.path, lock_timeout_s=60).write_tables(
+            "2026-11-01", f"{i % 5:016x}", f"t{i}", {"power_samples": samples, "requests": reqs}
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(write, range(20)))
+    assert all(r == {"power_samples": 200, "requests": 5} for r in results)
+    # 5 partitions, each rewritten 4 times: one run's rows each.
+    assert store.row_counts()["power_samples"] == 5 * 200
+    per_partition = store.query(
+        "SELECT config_hash, count(DISTINCT run_id) AS runs FROM requests GROUP BY ALL"
+    ).column("runs").to_pylist()
+    assert per_partition == [1] * 5
+
+
+def test_in_process_reader_with_other_settings_delays_the_write(store: ResultStore) -> None:
+    import threading
+
+    import duckdb
+
+    from llem_pipeline_tests.storage.run_folder_factory import timeseries_table
+
+    store.ensure_schema()
+    reader = duckdb.connect(str(store.path), read_only=True)
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        reader.close()
+
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    counts = store.write_tables("2026-11-01", "00000000000000ff", "r", {"power_samples": timeseries_table(10)})
+    landed_after_release = released.is_set()  # read before join(): the write returned only once the reader left
+    timer.join()
+    assert landed_after_release and counts == {"power_samples": 10}
