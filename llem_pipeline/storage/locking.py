@@ -53,8 +53,15 @@ def is_lock_error(exc: BaseException) -> bool:
 
 
 def is_conflict_error(exc: BaseException) -> bool:
-    """Return True when ``exc`` is a DuckDB transaction conflict (two connections of one process)."""
-    return isinstance(exc, duckdb.TransactionException) and "onflict" in str(exc)
+    """Return True when ``exc`` is a DuckDB transaction conflict (two connections of one process).
+
+    Also True for the spurious "python_arrow_scan does not exist" catalog error DuckDB 2.0.1 raises
+    when a thread binds a registered Arrow table while another thread of the process changes the
+    catalog; the whole transaction is retried.
+    """
+    if isinstance(exc, duckdb.TransactionException):
+        return "onflict" in str(exc)
+    return isinstance(exc, duckdb.CatalogException) and "python_arrow_scan" in str(exc)
 
 
 def backoff_delays(timeout_s: float, rng: random.Random | None = None):

@@ -2,11 +2,13 @@
 
 ``schema.sql`` is migration 1; later migrations live in ``migrations/NNN_*.sql`` and are listed in
 ``MIGRATIONS`` as ``(number, file, description)``, applied in order by ``apply_schema``. ``views.sql`` is
-re-applied every time (CREATE OR REPLACE), so view changes need no migration.
+re-applied (CREATE OR REPLACE) whenever its SHA-256 differs from the one in ``schema_views``, so view
+changes need no migration.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -30,6 +32,7 @@ PARTITION_COLUMNS: tuple[str, ...] = ("run_date", "config_hash", "run_id")
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "schema.sql", "initial schema: configs, results, processes, environment, baselines, samples, requests"),
     (2, "migrations/002_nightly_trend_columns.sql", "previous-night columns on experiment_results for nightly_trend"),
+    (3, "migrations/003_schema_views.sql", "schema_views: which views.sql is applied"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -62,7 +65,9 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply pending migrations and (re)create the views inside the caller's transaction; return the version.
+    """Apply pending migrations and (re)create the views when views.sql changed, in the caller's transaction.
+
+    Returns the schema version. A current database runs no DDL here.
 
     Raises StorageError when the database is newer than this code.
     """
@@ -81,7 +86,17 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> int:
             [number, datetime.now(UTC), description],
         )
         version = number
-    con.execute(sql_text("views.sql"))
+    views = sql_text("views.sql")
+    digest = hashlib.sha256(views.encode()).hexdigest()
+    applied = con.execute("SELECT sha256 FROM schema_views").fetchall()
+    present = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE schema_name = 'main' AND view_name IN (SELECT unnest(?::VARCHAR[]))",
+        [list(VIEWS)],
+    ).fetchone()
+    if applied != [(digest,)] or not present or present[0] != len(VIEWS):
+        con.execute(views)
+        con.execute("DELETE FROM schema_views")
+        con.execute("INSERT INTO schema_views VALUES (?, ?)", [digest, datetime.now(UTC)])
     return version
 
 

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import duckdb
@@ -70,7 +71,10 @@ def test_other_errors_propagate_at_once() -> None:
 
 
 def _holder(db: Path, seconds: float, read_only: bool) -> subprocess.Popen:
-    """Start a process that opens ``db`` and holds it for ``seconds`` s; returns once it holds the lock."""
+    """Start a process that opens ``db`` and holds it for ``seconds`` s; returns once it holds the lock.
+
+    Just before closing, the holder prints ``closing <time.time()>``; ``_closed_at`` reads it.
+    """
     code = textwrap.dedent(
         f"""
         import duckdb, sys, time
@@ -78,12 +82,21 @@ def _holder(db: Path, seconds: float, read_only: bool) -> subprocess.Popen:
         con.execute("SELECT count(*) FROM experiment_results").fetchall()
         print("holding", flush=True)
         time.sleep({seconds})
+        print("closing", time.time(), flush=True)
         con.close()
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
     return proc
+
+
+def _closed_at(holder: subprocess.Popen) -> float:
+    """Return the wall time (time.time(), s) at which the holder started to close the file."""
+    out, _ = holder.communicate(timeout=60)
+    word, stamp = out.split()
+    assert word == "closing"
+    return float(stamp)
 
 
 def test_write_lands_after_a_reader_releases_the_file(store: ResultStore, data_dir: Path) -> None:
@@ -97,10 +110,10 @@ def test_write_lands_after_a_reader_releases_the_file(store: ResultStore, data_d
         with pytest.raises(LockTimeoutError, match="stayed locked"):
             impatient.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
         counts = store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
-        # The write could only land once the holder had closed the file.
-        assert holder.poll() is not None or holder.wait(5) == 0
+        landed = time.time()
     finally:
-        holder.wait(10)
+        closed = _closed_at(holder)
+    assert landed >= closed  # the write could only land once the holder released the file
     assert counts["experiment_results"] == 1
     assert store.row_counts()["power_samples"] == 100
 
@@ -110,7 +123,8 @@ def test_query_waits_while_a_writer_holds_the_file(store: ResultStore) -> None:
     holder = _holder(store.path, 2.0, read_only=False)
     try:
         table = store.query("SELECT count(*) AS n FROM experiment_results")
-        assert holder.poll() is not None
+        answered = time.time()
     finally:
-        holder.wait(10)
+        closed = _closed_at(holder)
+    assert answered >= closed
     assert table.column("n").to_pylist() == [0]

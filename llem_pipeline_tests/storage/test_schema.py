@@ -18,7 +18,7 @@ def test_sql_files_run_as_plain_sql_on_an_empty_file(tmp_path: Path) -> None:
         con.execute(sql_text(filename))
     con.execute(sql_text("views.sql"))
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert set(TABLES) | {"schema_version"} == tables
+    assert set(TABLES) | {"schema_version", "schema_views"} == tables
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
     con.close()
@@ -112,3 +112,24 @@ def test_migration_2_backfills_previous_night_columns(tmp_path: Path) -> None:
     pct = store.query("SELECT j_per_token_change_pct FROM nightly_trend ORDER BY run_date")
     assert pct.column(0).to_pylist()[0] is None
     assert pct.column(0).to_pylist()[1] == pytest.approx(20.0)
+
+
+def test_views_are_recreated_only_when_views_sql_changed_or_a_view_is_missing(store: ResultStore) -> None:
+    store.ensure_schema()
+    con = duckdb.connect(str(store.path))
+    first = con.execute("SELECT sha256, applied_at FROM schema_views").fetchall()
+    con.close()
+    ResultStore(store.path).ensure_schema()
+    con = duckdb.connect(str(store.path))
+    assert con.execute("SELECT sha256, applied_at FROM schema_views").fetchall() == first  # no DDL
+    con.execute("DROP VIEW efficiency")
+    con.close()
+    ResultStore(store.path).ensure_schema()
+    con = duckdb.connect(str(store.path))
+    try:
+        assert con.execute("SELECT count(*) FROM efficiency").fetchone() == (0,)
+        con.execute("UPDATE schema_views SET sha256 = 'old'")
+    finally:
+        con.close()
+    ResultStore(store.path).ensure_schema()
+    assert store.query("SELECT sha256 FROM schema_views").column(0).to_pylist() == [first[0][0]]
