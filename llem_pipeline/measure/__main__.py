@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -51,6 +52,15 @@ def _pipes():
         yield pipes
 
 
+def _disk_hint(err: BaseException, out: Path) -> str:
+    """Return a hint naming the run folder's location when ``err`` is a full disk / file-size limit, else ''."""
+    text = str(err)
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(
+            s in text for s in ("No space left on device", "Disk quota exceeded", "File too large")):
+        return f" (writing the run folder under {out.parent}: the disk is full or a file-size limit applies; free space or pass another --out)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit code (0, 1, or 124 on timeout)."""
     args = _parser().parse_args(argv)
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"llem-measure: error: {err}", file=sys.stderr)
             return EXIT_TIMEOUT
         except (WorkerError, ConfigError, OSError) as err:
-            print(f"llem-measure: error: {' '.join(str(err).split())}", file=sys.stderr)
+            print(f"llem-measure: error: {' '.join(str(err).split())}{_disk_hint(err, args.out)}", file=sys.stderr)
             return 1
         if pipes is not None:
             result = json.loads((out / "result.json").read_text(encoding="utf-8"))

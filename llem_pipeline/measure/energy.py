@@ -36,6 +36,7 @@ from llem_pipeline.measure.samples import COLUMNS, Samples
 DEFAULT_COUNTER_PERIOD_S = 0.1
 DISAGREEMENT_THRESHOLD = 0.05
 _QUANTUM_J = 0.001  # the counter's 1 mJ resolution
+READ_RETRIES = 3  # a failed boundary read is retried this many times before the error propagates
 
 
 @dataclass(frozen=True)
@@ -445,16 +446,30 @@ class EnergyMonitor:
         self._calibrate = calibrate
         self.uuids = tuple(d.uuid for d in self.devices)
         self.poll_count = 0
+        self.read_errors = 0  # boundary reads that failed and were retried
+        self.last_polls: Samples | None = None  # the boundary polls of the last completed window (both ends)
 
     # -- polling --------------------------------------------------------------------------------
     def _read(self, i: int) -> tuple[float, float, float, float]:
-        """Returns (t_energy s, energy mJ, t_power s, power W); each time is the midpoint of its own read."""
+        """Returns (t_energy s, energy mJ, t_power s, power W); each time is the midpoint of its own read.
+
+        A failed read (a transient NVMLError) is retried after ``poll_interval_s``, at most
+        ``READ_RETRIES`` times (counted in ``read_errors``); an error that persists (a lost GPU) propagates.
+        """
         d = self.devices[i]
-        ta = self.clock()
-        e = d.energy_mj()
-        tm = self.clock()
-        p = d.power_w()
-        tb = self.clock()
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                ta = self.clock()
+                e = d.energy_mj()
+                tm = self.clock()
+                p = d.power_w()
+                tb = self.clock()
+                break
+            except Exception:
+                if attempt == READ_RETRIES:
+                    raise
+                self.read_errors += 1
+                self.sleep(self.poll_interval_s)
         self.poll_count += 1
         return (0.5 * (ta + tm), math.nan if e is None else float(e),
                 0.5 * (tm + tb), math.nan if p is None else float(p))
@@ -534,6 +549,7 @@ class EnergyMonitor:
         """Ends the window started by ``start``; returns its energy (see WindowEnergy)."""
         t1, rows = self._poll(until_edges=1, timeout_s=self.edge_timeout_s)
         polls = _merge(start.polls, self._rows_to_samples(rows, self.uuids))
+        self.last_polls = polls
         if self.sampler is not None:
             samples = self.sampler.snapshot()
             interval = self.sampler.interval_s

@@ -176,8 +176,12 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
         methodology = "total"
         extra_warnings.append(make_warning("steady_state_not_found", window.reason or "no stable, saturated span"))
     a, b = t_sub + window.start_s, t_sub + window.end_s
+    # When the sampler stopped early its rows lack counter readings near the window's end (or all of it):
+    # the energy monitor's boundary polls then supply them (else the energy would be 0 J ± inf).
     energy = window_energy(
-        samples, a, b, counter_timing=monitor.counter_timing, counter_modulus_mj=monitor.counter_modulus_mj,
+        samples, a, b, polls=monitor.last_polls if sampler.error is not None else None,
+        counter_timing=monitor.counter_timing,
+        counter_modulus_mj=monitor.counter_modulus_mj,
         device_kinds=[d.kind for d in devices], interval_s=interval_s, sampler_error=sampler.error_message,
         boundary_correction=config.energy.boundary_correction, n_devices=len(devices),
         start_utc=boundary.start_utc + timedelta(seconds=a - boundary.start_mono_s),
@@ -199,7 +203,7 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
     warnings = collect_warnings(
         window_s=duration, device_kind=kind, energy_method=energy.method, sample_interval_s=interval_s,
         sample_count=len(in_window), output_tokens=out_tokens, num_devices=len(devices),
-        persistence_modes=[d.persistence_mode() for d in devices], device_uuids=[d.uuid for d in devices],
+        persistence_modes=[_optional(d.persistence_mode) for d in devices], device_uuids=[d.uuid for d in devices],
         temperature_drift_c=throttle.temperature_drift_c, energy_trace_agreement=energy.agreement,
         baseline_enabled=config.baseline.enabled, baseline_power_w=baseline_w,
         baseline_floored=breakdown.baseline_floored, throttle=throttle,
@@ -217,7 +221,7 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
         flops_per_second=flops.value / duration if flops and duration > 0 else None,
         flops_per_output_token=flops.value / out_tokens if flops and out_tokens else None,
         memory=MemoryMetrics(
-            total_vram_mb=sum(m for m in (d.memory_total_mb() for d in devices) if m) or None,
+            total_vram_mb=sum(m for m in (_optional(d.memory_total_mb) for d in devices) if m) or None,
             model_memory_mb=info.model_memory_mb, peak_memory_mb=peak_mb,
             inference_memory_mb=max(0.0, peak_mb - info.model_memory_mb)
             if peak_mb is not None and info.model_memory_mb is not None else None,
@@ -264,6 +268,15 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
     )
     return ProcessOutcome(raw=raw, samples=samples, requests=records, inference_start_mono_s=t_sub,
                           window_mono_s=(a, b))
+
+
+def _optional(read: Callable[[], Any]) -> Any:
+    """Return a descriptive device read (persistence mode, total memory), or None when it fails after
+    the window (a transient NVMLError must not discard a completed measurement)."""
+    try:
+        return read()
+    except Exception:
+        return None
 
 
 def _relative(r: RequestRecord, t0: float) -> RequestRecord:

@@ -36,6 +36,7 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(final)
         staging = final.parent / f".{final.name}.tmp-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)
@@ -54,6 +55,21 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
     os.replace(staging, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_staging(final: Path) -> None:
+    """Remove temp folders of ``final`` left by workers that died (SIGKILL, OOM) before a retry of the same
+    run writes it; a live worker's folder is kept."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if not tmp.is_dir() or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def read_request_records(path: Path) -> list[RequestRecord]:

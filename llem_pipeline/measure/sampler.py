@@ -168,16 +168,21 @@ class Sampler:
                     "mem_used_mb": _f(r.mem_used_mb),
                     "clock_event_reasons": -1 if r.clock_event_reasons is None else int(r.clock_event_reasons),
                 })
+            with self._lock:  # storing can fail too (a value the column cannot hold): that also ends sampling
+                for row in rows:
+                    self._buf.append(row)
+                self.ticks += 1
         except Exception as exc:
+            self._record_error(exc)
+            return False
+        return True
+
+    def _record_error(self, exc: BaseException) -> None:
+        """Records the exception that ended sampling (the first one wins)."""
+        if self.error is None:
             self.error = exc
             self.error_message = f"{type(exc).__name__}: {exc}"
             self.error_at_s = self.clock()
-            return False
-        with self._lock:
-            for row in rows:
-                self._buf.append(row)
-            self.ticks += 1
-        return True
 
     def tick_offset_s(self, k: int) -> float:
         """Returns the dither of scheduled tick ``k`` (draws the next value of the seeded stream), s.
@@ -208,6 +213,8 @@ class Sampler:
                 next_t = start + k * self.interval_s + self.tick_offset_s(k)
                 if self._stop.wait(max(next_t - self.clock(), 0.0)):
                     break
+        except Exception as exc:  # the thread must not die silently: record why sampling ended
+            self._record_error(exc)
         finally:
             self.thread_cpu_s = time.thread_time() - cpu0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -117,6 +118,7 @@ def open_devices(kind: str, ids: list[str]) -> list[Any]:
 # -- the engine process ---------------------------------------------------------------------------
 def _process_main(payload: dict[str, Any], events: Any) -> None:
     """Entry point of one spawned engine process: measure and write process_<k>.json + parquet files."""
+    _die_with_parent(payload.get("parent_pid"))
     k = payload["process_index"]
     out = Path(payload["staging"])
     if payload["kind"] == "nvml":
@@ -163,11 +165,30 @@ def _process_main(payload: dict[str, Any], events: Any) -> None:
         write_json(out / f"process_{k}.json", raw)
         emit("steps", outcome.step_seconds)
     except BaseException as err:  # report every failure as one line to the parent
-        (out / f"error_{k}.txt").write_text(
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n\n{traceback.format_exc()}",
-            encoding="utf-8",
-        )
+        line = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        try:
+            (out / f"error_{k}.txt").write_text(f"{line}\n\n{traceback.format_exc()}", encoding="utf-8")
+        except OSError:  # disk full or folder gone: the line still reaches the parent through the queue
+            pass
+        try:
+            emit("error", {"message": line})
+        except Exception:
+            pass
         raise SystemExit(1) from None
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Linux: have the kernel SIGKILL this engine process when the worker dies (even by SIGKILL), so no
+    orphan keeps the GPU busy under the next measurement; exits at once if the worker is already gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _trust(config: ExperimentConfig) -> bool:
@@ -303,13 +324,20 @@ def _run_processes(config: ExperimentConfig, plan: DevicePlan, model_path: str, 
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     stop = threading.Event()
-    drain = threading.Thread(target=_drain, args=(events, emit, stop), daemon=True)
+    child_errors: dict[int, str] = {}  # process index -> its one-line failure, sent through the queue
+
+    def record(event: str, data: dict[str, Any]) -> None:
+        if event == "error":
+            child_errors[data["process_index"]] = str(data.get("message", ""))
+        emit(event, data)
+
+    drain = threading.Thread(target=_drain, args=(events, record, stop), daemon=True)
     drain.start()
     procs = []
     for k, ids in enumerate(plan.groups):
         payload = {"process_index": k, "staging": str(staging), "kind": plan.kind, "ids": ids,
                    "config": config.model_dump(mode="json"), "model_path": model_path,
-                   "experiment_id": experiment_id, "baseline": baseline_payload}
+                   "experiment_id": experiment_id, "baseline": baseline_payload, "parent_pid": os.getpid()}
         p = ctx.Process(target=_process_main, args=(payload, events), name=f"llem-engine-{k}")
         p.start()
         procs.append(p)
@@ -327,13 +355,22 @@ def _run_processes(config: ExperimentConfig, plan: DevicePlan, model_path: str, 
         drain.join(2)
     failures = []
     for k, p in enumerate(procs):
-        err = staging / f"error_{k}.txt"
-        if err.exists():
-            failures.append(f"process {k}: {err.read_text(encoding='utf-8').splitlines()[0]}")
+        line = _first_line(staging / f"error_{k}.txt") or child_errors.get(k)
+        if line:
+            failures.append(f"process {k}: {line}")
         elif p.exitcode != 0 or not (staging / f"process_{k}.json").exists():
             failures.append(f"process {k}: exited with code {p.exitcode} without a result (killed or crashed)")
     if failures:
         raise WorkerError("; ".join(failures))
+
+
+def _first_line(path: Path) -> str | None:
+    """Return the first line of an engine process's error file, or None when it is absent, empty or unreadable."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    return lines[0] if lines else None
 
 
 def _merge_parquet(staging: Path, stem: str, n: int) -> None:
