@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llem launch: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}", flush=True)
-    outcomes = materialize_partitions(instance, args.date, hashes, parallel=args.parallel,
+    outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,
                                       tags={"llem/study": args.study})
     for o in outcomes:
         print(f"  {o.config_hash} {o.run_date} run {o.run_id}: {'SUCCESS' if o.success else 'FAILURE'}", flush=True)

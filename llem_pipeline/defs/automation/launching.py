@@ -1,14 +1,17 @@
 """Launch measurements without the daemon: register a study and materialise its partitions on an instance.
 
 Each partition is its own run through ``dg.execute_job`` (multiprocess executor, pools enforced by the
-instance), several at once; the pool "gpu" and the GPU allocator serialise the GPU steps. Used by
+instance), several at once, each from its own spawned process (Dagster's run execution is not
+thread-safe: two runs in threads of one process deadlock in logging setup); the pool "gpu" and the
+GPU allocator serialise the GPU steps. Used by
 ``python -m llem_pipeline.defs.launch`` (``make demo``) and the tests.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -67,18 +70,19 @@ def register_study(instance: dg.DagsterInstance, study: str, store: LlemStore | 
     return list(plan.config_hashes)
 
 
-def _run_one(instance: dg.DagsterInstance, run_date: str, config_hash: str, tags: dict[str, str]) -> LaunchOutcome:
+def _run_one(run_date: str, config_hash: str, tags: dict[str, str]) -> LaunchOutcome:
+    """Execute one partition's run on the DAGSTER_HOME instance (in a spawned process); returns its outcome."""
     key = measurement_key(run_date, config_hash)
-    result = dg.execute_job(
-        dg.reconstructable(measure_job),
-        instance=instance,
-        tags={**measurement_partitions.get_tags_for_partition_key(key), **tags},
-    )
-    return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(
+            dg.reconstructable(measure_job),
+            instance=instance,
+            tags={**measurement_partitions.get_tags_for_partition_key(key), **tags},
+        )
+        return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
 
 
 def materialize_partitions(
-    instance: dg.DagsterInstance,
     run_date: str,
     config_hashes: Sequence[str],
     *,
@@ -87,10 +91,12 @@ def materialize_partitions(
 ) -> list[LaunchOutcome]:
     """Run ``measure_experiments`` once per config hash for ``run_date``, up to ``parallel`` runs at once.
 
-    Returns the outcomes in ``config_hashes`` order. The instance must be persistent (pools need it).
+    Runs use the instance of DAGSTER_HOME (persistent: pools need it). Returns the outcomes in
+    ``config_hashes`` order.
     """
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(_run_one, instance, run_date, h, dict(tags or {})) for h in config_hashes]
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(parallel, len(config_hashes))), mp_context=spawn) as pool:
+        futures = [pool.submit(_run_one, run_date, h, dict(tags or {})) for h in config_hashes]
         return [f.result() for f in futures]
 
 

@@ -70,7 +70,7 @@ def gpu_measurement(
         config = resolve_config(config_hash)
     except ConfigError as err:
         raise _fail(str(err), config_hash=config_hash) from None
-    folder = RunFolder(run_date=run_date, config_hash=config_hash, run_id=context.run_id)
+    folder = RunFolder(run_date=run_date, config_hash=config_hash, run_id=context.run.run_id)
     scratch = data_dir() / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=f"{config_hash}-") as tmp:
@@ -78,12 +78,12 @@ def gpu_measurement(
         config_path.write_text(json.dumps(config.model_dump(mode="json")), encoding="utf-8")
         stderr_log = Path(tmp) / "worker.stderr"
         try:
-            lease_cm = gpu_allocator.acquire(config.num_processes * config.devices_per_process, holder=context.run_id)
+            lease_cm = gpu_allocator.acquire(config.num_processes * config.devices_per_process, holder=context.run.run_id)
             with lease_cm as lease:
                 context.log.info(f"GPU lease: devices={lease.worker_devices!r} for {config_hash} ({run_date})")
                 command = measurement_worker.command(
                     config_path=config_path, devices=lease.worker_devices, out_dir=folder.path,
-                    run_id=context.run_id, experiment_id=f"{config_hash}-{run_date}", stderr_log=stderr_log,
+                    run_id=context.run.run_id, experiment_id=f"{config_hash}-{run_date}", stderr_log=stderr_log,
                 )
                 try:
                     invocation = pipes_subprocess_client.run(

@@ -9,27 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import pyarrow.parquet as pq
-
 from llem_pipeline.defs.measurements.run_folder import RunFolder, RunFolderError
 from llem_pipeline.domain.experiment import ExperimentResult
-from llem_pipeline.domain.requests import RequestRecord
 from llem_pipeline.measure.aggregation import aggregate
+from llem_pipeline.measure.run_folder import read_request_records
 from llem_pipeline.storage import ResultStore
-
-
-def request_records(folder: RunFolder) -> list[RequestRecord]:
-    """Return requests.parquet as RequestRecords (times in s from each process's inference start)."""
-    rows = pq.read_table(folder.requests_path).to_pylist()
-    return [
-        RequestRecord(
-            request_index=r["request_index"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
-            submit_time_s=r["submit_s"], first_token_time_s=r["first_token_s"],
-            token_times_s=list(r.get("token_times_s") or []), done_time_s=r["done_s"],
-            finish_reason=r.get("finish_reason"), process_index=r["process_index"],
-        )
-        for r in rows
-    ]
 
 
 def derive_result(folder: RunFolder) -> tuple[ExperimentResult, bool]:
@@ -43,7 +27,7 @@ def derive_result(folder: RunFolder) -> tuple[ExperimentResult, bool]:
         result = aggregate(
             folder.process_results(),
             config=folder.config(),
-            requests=request_records(folder),
+            requests=read_request_records(folder.requests_path),
             environment=folder.environment(),
             experiment_id=worker_result.experiment_id,
             timeseries=worker_result.timeseries,
