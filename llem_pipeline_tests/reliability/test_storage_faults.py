@@ -1,0 +1,213 @@
+"""Storage faults against a real DuckDB file with real processes (issue 7, case 2).
+
+A reader process holding the file while a result is written (the write waits and lands), many writer
+processes at once (every row present, none twice), and SIGKILL in the middle of writes (the file opens
+with the old or the new rows of the partition, never half).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from llem_pipeline.domain import compute_measurement_config_hash
+from llem_pipeline.storage import ResultStore
+from llem_pipeline_tests.reliability.support import PROJECT_ROOT, CaseResult, count_tracebacks
+from llem_pipeline_tests.storage.run_folder_factory import (
+    make_config,
+    requests_table,
+    timeseries_table,
+    write_run_folder,
+)
+
+DAY = "2026-11-01"
+
+READER = textwrap.dedent(
+    """
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    n = con.execute("SELECT count(*) FROM experiment_results").fetchone()[0]
+    print("holding", n, flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+    print("released", flush=True)
+    """
+)
+
+
+def reader_holds_file(data_dir: Path, hold_s: float) -> CaseResult:
+    """A reader process holds the DuckDB file open for ``hold_s`` seconds while a result is written: the
+    writer waits (jittered retries) and its rows land once the reader lets go."""
+    res = CaseResult(f"reader holds the file {hold_s:g} s")
+    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=hold_s + 60)
+    store.ensure_schema()
+    config = make_config(model="held")
+    h = compute_measurement_config_hash(config)
+    folder = write_run_folder(data_dir, config=config, run_date=DAY, run_id="held-run")
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), str(hold_s)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert reader.stdout is not None
+    first = reader.stdout.readline().strip()
+    t0 = time.monotonic()
+    try:
+        counts = store.write_run_folder(folder, run_date=DAY, config_hash=h, run_id="held-run")
+        waited = time.monotonic() - t0
+        err = ""
+    except Exception as exc:  # a LockTimeoutError would be a lost write
+        counts, waited, err = {}, time.monotonic() - t0, f"{type(exc).__name__}: {exc}"
+    _out, reader_err = reader.communicate(timeout=hold_s + 60)
+    landed = store.query("SELECT count(*) AS n FROM experiment_results WHERE config_hash = ?", [h]).column("n")[0].as_py()
+    ok = first.startswith("holding") and counts.get("experiment_results") == 1 and landed == 1 and waited >= 0.8 * hold_s
+    res.record(ok, f"reader said {first!r}; write {counts or err} after {waited:.1f} s; rows {landed}",
+               rows_lost=int(landed != 1), unhandled=count_tracebacks(reader_err))
+    return res
+
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    from llem_pipeline.storage import ResultStore
+    db, data_dir, job = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    store = ResultStore(db, data_dir=data_dir, lock_timeout_s=600)
+    for folder, day, h, run_id in job:
+        store.write_run_folder(folder, run_date=day, config_hash=h, run_id=run_id)
+    print("done", len(job), flush=True)
+    """
+)
+
+
+def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseResult:
+    """``writers`` processes each write ``partitions`` partitions of their own plus one shared partition,
+    all at once: every partition present exactly once, the shared one holding exactly one writer's run."""
+    res = CaseResult(f"{writers} writers x {partitions} partitions")
+    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=600)
+    store.ensure_schema()
+    shared = make_config(model="shared")
+    shared_hash = compute_measurement_config_hash(shared)
+    shared_day = "2026-12-31"
+    jobs: list[list[tuple[str, str, str, str]]] = []
+    expected_samples = 0
+    for w in range(writers):
+        config = make_config(batch_size=w + 1, model="concurrent")
+        h = compute_measurement_config_hash(config)
+        job = []
+        for p in range(partitions):
+            day = f"{2020 + p // 300}-{1 + (p // 28) % 12:02d}-{1 + p % 28:02d}"
+            n = 20 + p % 7
+            folder = write_run_folder(data_dir, config=config, run_date=day, run_id=f"w{w}", n_samples=n, seed=p)
+            expected_samples += n
+            job.append((str(folder), day, h, f"w{w}"))
+        folder = write_run_folder(data_dir, config=shared, run_date=shared_day, run_id=f"shared-w{w}", n_samples=30)
+        job.insert(len(job) // 2, (str(folder), shared_day, shared_hash, f"shared-w{w}"))
+        jobs.append(job)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), str(data_dir), json.dumps(job)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+             for job in jobs]
+    failed = []
+    tracebacks = 0
+    for w, p in enumerate(procs):
+        out, err = p.communicate(timeout=3600)
+        tracebacks += count_tracebacks(err)
+        if p.returncode != 0 or out.strip() != f"done {partitions + 1}":
+            failed.append(f"writer {w}: rc {p.returncode} {err.strip()[-300:]}")
+    expected = writers * partitions + 1
+    got = store.query("SELECT count(*) AS n, count(DISTINCT (run_date, config_hash)) AS k "
+                      "FROM experiment_results").to_pylist()[0]
+    dupes = store.query("SELECT count(*) AS n FROM (SELECT run_date, config_hash FROM experiment_results "
+                        "GROUP BY ALL HAVING count(*) > 1)").column("n")[0].as_py()
+    samples = store.query("SELECT count(*) AS n FROM power_samples WHERE run_id LIKE 'w%'").column("n")[0].as_py()
+    shared_ids = {t: store.query(f"SELECT DISTINCT run_id FROM {t} WHERE run_date = ? AND config_hash = ?",
+                                 [shared_day, shared_hash]).column("run_id").to_pylist()
+                  for t in ("experiment_results", "power_samples", "requests", "baselines", "process_results")}
+    one_winner = len({tuple(v) for v in shared_ids.values()}) == 1 and all(len(v) == 1 for v in shared_ids.values())
+    lost = max(0, expected - got["k"]) + dupes + abs(expected_samples - samples)
+    ok = not failed and got["n"] == expected and got["k"] == expected and dupes == 0 and one_winner and lost == 0
+    res.record(ok, f"failed {failed}; results {got} of {expected}; duplicated partitions {dupes}; "
+                   f"samples {samples} of {expected_samples}; shared partition {shared_ids}",
+               rows_lost=lost, unhandled=tracebacks)
+    return res
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from llem_pipeline.storage import ResultStore
+    from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
+    db, day, h = sys.argv[1:4]
+    sizes = {"new-a": (130_000, 9), "new-b": (70_000, 13)}
+    tables = {r: {"power_samples": timeseries_table(s, seed=1), "requests": requests_table(q)} for r, (s, q) in sizes.items()}
+    store = ResultStore(db, lock_timeout_s=60)
+    store.ensure_schema()
+    print("ready", flush=True)
+    while True:
+        for run_id, t in tables.items():
+            store.write_tables(day, h, run_id, t)
+    """
+)
+# run_id -> (samples, requests): each run has its own sizes, so a half-written partition shows.
+KILL_SIZES = {"old": (1000, 4), "new-a": (130_000, 9), "new-b": (70_000, 13)}
+
+
+def sigkill_during_writes(data_dir: Path, kills: int, seed: int = 0) -> CaseResult:
+    """SIGKILL a process that rewrites one partition in a loop, ``kills`` times at random moments: after each
+    kill the file opens and the partition holds exactly one run's rows in every table (old or new, never half)."""
+    res = CaseResult(f"SIGKILL during writes x{kills}")
+    h = "00000000000000aa"
+    store = ResultStore(data_dir / "crash.duckdb", data_dir=data_dir, lock_timeout_s=60)
+    store.write_tables(DAY, h, "old", {"power_samples": timeseries_table(1000), "requests": requests_table(4)})
+    rng = random.Random(seed)
+    for k in range(kills):
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(store.path), DAY, h], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        assert proc.stdout is not None
+        ready = proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.8))
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        try:
+            ids = {t: store.query(f"SELECT DISTINCT run_id FROM {t} WHERE run_date = ? AND config_hash = ?", [DAY, h])
+                   .column("run_id").to_pylist() for t in ("power_samples", "requests")}
+            counts = store.row_counts()
+            run = ids["requests"][0] if len(ids["requests"]) == 1 else None
+            ok = ready and ids["power_samples"] == ids["requests"] and run is not None and (
+                (counts["power_samples"], counts["requests"]) == KILL_SIZES[run])
+            res.record(ok, f"kill {k}: runs {ids}, counts {counts}", rows_lost=int(not ok),
+                       unhandled=count_tracebacks(err))
+        except Exception as exc:
+            res.record(False, f"kill {k}: the file does not open: {type(exc).__name__}: {exc}", rows_lost=1)
+    # the file still takes writes afterwards
+    try:
+        store.write_tables(DAY, h, "after", {"power_samples": timeseries_table(10), "requests": requests_table(2)})
+        ok = store.row_counts()["requests"] == 2
+    except Exception as exc:
+        ok = False
+        res.notes.append(f"write after the kills failed: {exc}")
+    res.record(ok, "write after the kills did not land", rows_lost=int(not ok))
+    return res
+
+
+# -- tests (scaled down) ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_reader_holding_the_file_delays_but_does_not_lose_a_write(tmp_path):
+    res = reader_holds_file(tmp_path, 2.0)
+    assert res.ok, res.explain()
+
+
+@pytest.mark.slow
+def test_concurrent_writer_processes_lose_and_duplicate_nothing(tmp_path):
+    res = concurrent_writers(tmp_path, writers=3, partitions=4)
+    assert res.ok, res.explain()
+
+
+@pytest.mark.slow
+def test_sigkill_during_writes_leaves_old_or_new_rows(tmp_path):
+    res = sigkill_during_writes(tmp_path, kills=2)
+    assert res.ok, res.explain()
