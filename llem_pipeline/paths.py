@@ -57,11 +57,11 @@ def run_dir(run_date: str, config_hash: str, run_id: str) -> Path:
 
     Raises ValueError when a part could escape the data dir (wrong format, '..', separators).
     """
-    if not _RUN_DATE.match(run_date):
+    if not _RUN_DATE.fullmatch(run_date):
         raise ValueError(f"run_date={run_date!r} must be YYYY-MM-DD")
-    if not _CONFIG_HASH.match(config_hash):
+    if not _CONFIG_HASH.fullmatch(config_hash):
         raise ValueError(f"config_hash={config_hash!r} must be 16 lowercase hex characters")
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise ValueError(f"run_id={run_id!r} must match [A-Za-z0-9_-]{{1,64}}")
     return runs_dir() / run_date / config_hash / run_id
 
