@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", help="Study name (studies/<name>.yaml), e.g. demo")
     parser.add_argument("--date", default=datetime.now(UTC).date().isoformat(), help="Partition date (UTC day)")
     parser.add_argument("--parallel", type=int, default=4, help="Runs launched at once (the GPU pool still serialises)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="Dagster console log level of the runs")
     args = parser.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
     if not os.environ.get("LLEM_DEVICES"):
@@ -40,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}", flush=True)
     outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,
-                                      tags={"llem/study": args.study})
+                                      tags={"llem/study": args.study}, log_level=args.log_level)
     for o in outcomes:
         print(f"  {o.config_hash} {o.run_date} run {o.run_id}: {'SUCCESS' if o.success else 'FAILURE'}", flush=True)
-    report_ok = refresh_report(instance)
+    report_ok = refresh_report(instance, args.log_level)
     print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'}", flush=True)
     return 0 if report_ok and all(o.success for o in outcomes) else 1
 

@@ -60,6 +60,11 @@ def test_every_asset_materialises_and_rematerialising_keeps_row_counts(demo) -> 
         "environment_snapshot", "baseline_power", "raw_process_results",
         "experiment_results", "power_timeseries", "request_latencies",
     }
+    [result_event] = [e for e in first.get_asset_materialization_events()
+                      if e.asset_key == dg.AssetKey("experiment_results")]
+    meta = result_event.materialization.metadata
+    assert meta["matches_worker_result"].value is True  # re-aggregation == the worker's result.json
+    assert meta["is_simulated"].value is True and meta["j_per_token"].value > 0
     by_name = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
     assert len(by_name) == 7
     assert by_name["schema_version"] and by_name["energy_sane"]

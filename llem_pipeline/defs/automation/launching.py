@@ -70,13 +70,19 @@ def register_study(instance: dg.DagsterInstance, study: str, store: LlemStore | 
     return list(plan.config_hashes)
 
 
-def _run_one(run_date: str, config_hash: str, tags: dict[str, str]) -> LaunchOutcome:
+def _console(log_level: str) -> dict:
+    """Return run config setting the console logger's level ('DEBUG' | 'INFO' | 'WARNING' | 'ERROR')."""
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
+def _run_one(run_date: str, config_hash: str, tags: dict[str, str], log_level: str = "INFO") -> LaunchOutcome:
     """Execute one partition's run on the DAGSTER_HOME instance (in a spawned process); returns its outcome."""
     key = measurement_key(run_date, config_hash)
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(
             dg.reconstructable(measure_job),
             instance=instance,
+            run_config=_console(log_level),
             tags={**measurement_partitions.get_tags_for_partition_key(key), **tags},
         )
         return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
@@ -88,6 +94,7 @@ def materialize_partitions(
     *,
     parallel: int = 4,
     tags: dict[str, str] | None = None,
+    log_level: str = "INFO",
 ) -> list[LaunchOutcome]:
     """Run ``measure_experiments`` once per config hash for ``run_date``, up to ``parallel`` runs at once.
 
@@ -96,10 +103,10 @@ def materialize_partitions(
     """
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, min(parallel, len(config_hashes))), mp_context=spawn) as pool:
-        futures = [pool.submit(_run_one, run_date, h, dict(tags or {})) for h in config_hashes]
+        futures = [pool.submit(_run_one, run_date, h, dict(tags or {}), log_level) for h in config_hashes]
         return [f.result() for f in futures]
 
 
-def refresh_report(instance: dg.DagsterInstance) -> bool:
+def refresh_report(instance: dg.DagsterInstance, log_level: str = "INFO") -> bool:
     """Materialise efficiency_report; returns True on success."""
-    return dg.execute_job(dg.reconstructable(report_job), instance=instance).success
+    return dg.execute_job(dg.reconstructable(report_job), instance=instance, run_config=_console(log_level)).success
