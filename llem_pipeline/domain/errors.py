@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,8 +22,15 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "<root>"
 
 
+_REPR = reprlib.Repr()  # bounded repr: depth 3, 8 items per container, 80 characters per string/number
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 8
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 80
+
+
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    # bounded repr: a YAML alias bomb or a huge nested input must not take minutes to describe
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -6,6 +6,7 @@ that were skipped with the reason, and the schedule of repeats. ``study_design_h
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -129,7 +130,7 @@ class StudyConfig(BaseModel):
         hashes: list[str] = []
         skipped: list[SkippedExperiment] = []
         for point in self._points():
-            data = json.loads(json.dumps(self.base))
+            data = copy.deepcopy(self.base)  # YAML may hold dates, bytes or anchors: validation names them
             for key, value in point.items():
                 _set_dotted(data, key, value)
             try:

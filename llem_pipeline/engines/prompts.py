@@ -112,8 +112,15 @@ def load_jsonl_prompts(path: str | Path) -> list[str]:
             "give an existing .jsonl file with one {\"prompt\": ...} object per line"
         )
     prompts: list[str] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with p.open("rb") as fh:
+        for lineno, raw_bytes in enumerate(fh, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PromptDataError(
+                    f"{p}:{lineno}: not UTF-8 text (byte {raw_bytes[e.start:e.start + 1]!r} at column {e.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
             line = raw.strip()
             if not line:
                 continue
@@ -123,6 +130,10 @@ def load_jsonl_prompts(path: str | Path) -> list[str]:
                 raise PromptDataError(
                     f"{p}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
                     "each line must be an object like {\"prompt\": \"...\"}"
+                ) from None
+            except RecursionError:
+                raise PromptDataError(
+                    f"{p}:{lineno}: JSON nested too deeply; each line must be an object like {{\"prompt\": \"...\"}}"
                 ) from None
             if not isinstance(obj, dict) or "prompt" not in obj:
                 raise PromptDataError(
