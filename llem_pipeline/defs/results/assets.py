@@ -6,6 +6,7 @@ writes requests. Rows are keyed by the measurement run's id, so re-materialising
 """
 
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -24,6 +25,7 @@ from llem_pipeline.defs.results.quality import CHECK_DESCRIPTIONS, run_checks
 from llem_pipeline.defs.results.summary import headline_metadata, summary_markdown
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
+from llem_pipeline.paths import data_dir
 from llem_pipeline.storage import rows as R
 
 _COMMON: dict[str, Any] = dict(
@@ -37,6 +39,11 @@ CHECK_SPECS = [
     for name, text in CHECK_DESCRIPTIONS.items()
 ]
 _SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
+
+
+def chart_path(folder: RunFolder, name: str) -> Path:
+    """Return ``<data_dir>/charts/<run_date>/<config_hash>/<run_id>/<name>.png`` (run folders stay as the worker wrote them)."""
+    return data_dir() / "charts" / folder.run_date / folder.config_hash / folder.run_id / f"{name}.png"
 
 
 def _study_of(config_hash: str) -> str | None:
@@ -83,7 +90,6 @@ def experiment_results(
         t, p, s, window = trace_series(folder)
         png = power_trace_png(t, p, s, window, f"power · {h} · {day}")
         image = embed_png(png, "power trace")
-        save_png(png, folder.path / "power_trace.png")
     markdown = summary_markdown(result, outcomes, day, image)
     return dg.MaterializeResult(
         metadata={
@@ -120,7 +126,7 @@ def power_timeseries(
     counts = llem_store.store().write_tables(folder.run_date, folder.config_hash, folder.run_id, {"power_samples": table})
     t, p, s, window = trace_series(folder)
     png = power_trace_png(t, p, s, window, f"power · {folder.config_hash} · {folder.run_date}")
-    path = save_png(png, folder.path / "power_trace.png")
+    path = save_png(png, chart_path(folder, "power_trace"))
     return dg.MaterializeResult(
         metadata={
             **power_metadata(table),
