@@ -106,7 +106,7 @@ class DagsterDevServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM the server's process group, SIGKILL it after ``timeout_s`` seconds."""
         if self.proc is None:
             return

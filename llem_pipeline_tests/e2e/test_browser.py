@@ -14,7 +14,7 @@ from llem_pipeline_tests.e2e.conftest import study_hashes, today
 from llem_pipeline_tests.e2e.dagster_server import DagsterDevServer
 from llem_pipeline_tests.e2e.test_graphql import wait_for_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,7 +38,7 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
             if skip.count():
                 skip.click()
             page.get_by_text("View as Asset Graph").wait_for()
-            page.get_by_role("button", name=re.compile(r"^Materialize all")).click()
+            page.get_by_role("button", name="Materialize all").first.click()
             dialog = page.get_by_role("dialog")
             dialog.get_by_text("Select a partition or create one").first.click()
             page.get_by_placeholder("Filter partitions").fill(config_hash)
@@ -46,7 +46,9 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
             page.keyboard.press("Escape")
             dialog.get_by_role("button", name="Latest").click()
             dialog.get_by_role("button", name="Launch 1 run").click()
-            page.get_by_role("link", name="View").or_(page.get_by_role("button", name="View")).first.click()
+            page.get_by_text(re.compile(r"Launched run")).first.wait_for()
+            view = page.get_by_role("button", name="View", exact=True).or_(page.get_by_role("link", name="View", exact=True))
+            view.first.click()
             page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}.*"))
             run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
             status = wait_for_run(DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port), run_id)

@@ -12,7 +12,7 @@ from llem_pipeline.storage import ResultStore
 from llem_pipeline_tests.e2e.conftest import study_hashes, today
 from llem_pipeline_tests.e2e.dagster_server import LOCATION, DagsterDevServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout_s: float = 420) -> str:
