@@ -73,9 +73,9 @@ def j_per_token_png(rows: Sequence[tuple[str, str, float]], title: str) -> bytes
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(settings))])
     ax.set_xticklabels(settings, rotation=20, fontsize=8)
     ax.set_ylabel("J per output token")
-    ax.set_title(title, fontsize=10)
-    if series:
-        ax.legend(fontsize=7)
+    ax.set_title(title if len(series) != 1 else f"{title}\n{series[0]}", fontsize=9)
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return _png(plt, fig)
 

@@ -32,11 +32,11 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
+            # the "Join the Dagster community" modal may pop up at any moment: dismiss it whenever it does
+            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                     lambda _: page.get_by_role("button", name="Skip").click())
             page.goto(f"{dagster_server.url}/locations/llem_pipeline/jobs/measure_experiments",
                       wait_until="networkidle")
-            skip = page.get_by_role("button", name="Skip")
-            if skip.count():
-                skip.click()
             page.get_by_text("View as Asset Graph").wait_for()
             page.get_by_role("button", name="Materialize all").first.click()
             dialog = page.get_by_role("dialog")
@@ -55,6 +55,12 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
             assert status == "SUCCESS", dagster_server.log_tail()
             page.get_by_text("Success", exact=True).first.wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "run_success.png"))
+            # the result's markdown summary shows the power trace PNG inline (data: URI)
+            page.goto(f"{dagster_server.url}/assets/experiment_results", wait_until="networkidle")
+            page.get_by_text("[Show Markdown]").first.click()
+            image = page.get_by_role("dialog").locator("img[src^='data:image/png;base64,']").first
+            image.wait_for()
+            assert image.evaluate("e => e.naturalWidth") > 100
         finally:
             page.screenshot(path=str(tmp_path / "last_page.png"))
             browser.close()
