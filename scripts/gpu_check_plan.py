@@ -51,7 +51,7 @@ GPU_WORKLOADS = (
     Workload("1b", "bf16", 128, 128, 0.012, 0.00004, 30.0, 20.0),
     Workload("8b", "bf16", 128, 128, 0.026, 0.00012, 75.0, 35.0),
 )
-DRY_WORKLOADS = (Workload("tiny", "fp32", 16, 8, 0.01, 0.0002, 2.0, 12.0),)
+DRY_WORKLOADS = (Workload("tiny", "fp32", 16, 16, 0.005, 0.00005, 2.0, 12.0),)
 PROBE_S = 8.0
 BASELINE_S = {"gpu": 5.0, "dry": 1.0}
 MARGIN_S = {"gpu": 40.0, "dry": 10.0}  # summary, tarball, jitter
@@ -108,7 +108,7 @@ def plan(work: Path, out: Path, budget_s: float, dry: bool, probe: Path | None) 
     counter_window = MIN_COUNTER_UPDATES_TARGET * period_s if period_s else None
     if counter_window is not None:
         window_s = min(window_s, counter_window)
-    window_s = 0.2 if dry else max(window_s, 3.0)
+    window_s = 1.0 if dry else max(window_s, 3.0)
     builds = sum(w.build_s for w in workloads)
 
     def size(window: float) -> list[tuple[str, Workload, int, int, float, float]]:
