@@ -84,15 +84,23 @@ PLAN_ARGS=(plan --work "$WORK" --out "$OUT" --budget-s "$BUDGET_S" --probe "$OUT
 "$PYTHON" "$REPO/scripts/gpu_check_plan.py" "${PLAN_ARGS[@]}" || { echo "gpu_check: error: planning failed" >&2; exit 2; }
 
 # 3. Build the models, then measure -----------------------------------------------------------------
+BUILD_FAILED=" "
 for preset in "${PRESETS[@]}"; do
-  step "3/4 build model preset $preset (random weights; 1b/8b: bf16, initialised on the GPU)"
+  limit=$(( BUDGET_S - $(elapsed) - 60 ))
+  step "3/4 build model preset $preset (random weights; 1b/8b: bf16, initialised on the GPU; limit ${limit} s)"
   BUILD_ARGS=("$LLEM_DATA_DIR/models/$preset-seed0" --size "$preset")
   (( DRY )) || BUILD_ARGS+=(--device cuda)
-  "$PYTHON" -m llem_pipeline.cli make-model "${BUILD_ARGS[@]}" < /dev/null \
-    || { echo "gpu_check: error: building preset $preset failed" >&2; exit 2; }
+  if (( limit < 10 )) || ! timeout "$limit" "$PYTHON" -m llem_pipeline.cli make-model "${BUILD_ARGS[@]}" < /dev/null; then
+    echo "gpu_check: building preset $preset failed or ran out of budget: its runs are skipped"
+    BUILD_FAILED+="$preset "
+  fi
 done
 
 while IFS=$'\t' read -r name preset batch cfg est; do
+  if [[ "$BUILD_FAILED" == *" $preset "* ]]; then
+    echo "skipped: model build failed" > "$WORK/runs/$name.status"
+    continue
+  fi
   remaining=$(( BUDGET_S - $(elapsed) - 25 ))   # keep time for the summary and the tarball
   if (( remaining < est )); then
     step "skip $name: needs about ${est} s, ${remaining} s left in the budget"
