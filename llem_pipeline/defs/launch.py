@@ -34,19 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     from llem_pipeline.defs.automation.launching import materialize_partitions, refresh_report, register_study
     from llem_pipeline.domain.errors import ConfigError
 
-    instance = dg.DagsterInstance.get()
-    try:
-        hashes = register_study(instance, args.study)
-    except ConfigError as err:
-        print(f"llem launch: error: {err}", file=sys.stderr)
-        return 2
-    print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}", flush=True)
-    outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,
-                                      tags={"llem/study": args.study}, log_level=args.log_level)
-    for o in outcomes:
-        print(f"  {o.config_hash} {o.run_date} run {o.run_id}: {'SUCCESS' if o.success else 'FAILURE'}", flush=True)
-    report_ok = refresh_report(instance, args.log_level)
-    print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'}", flush=True)
+    with dg.DagsterInstance.get() as instance:
+        try:
+            hashes = register_study(instance, args.study)
+        except ConfigError as err:
+            print(f"llem launch: error: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}", flush=True)
+        outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,
+                                          tags={"llem/study": args.study}, log_level=args.log_level)
+        for o in outcomes:
+            print(f"  {o.config_hash} {o.run_date} run {o.run_id}: {'SUCCESS' if o.success else 'FAILURE'}", flush=True)
+        report_ok = refresh_report(instance, args.log_level)
+        print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'}", flush=True)
     return 0 if report_ok and all(o.success for o in outcomes) else 1
 
 

@@ -10,8 +10,13 @@ from llem_pipeline.definitions import executor_config
 
 
 @pytest.fixture(scope="module")
-def defs() -> dg.Definitions:
-    return lazy_defs()
+def defs(tmp_path_factory: pytest.TempPathFactory) -> dg.Definitions:
+    # Loading resolves Dagster's current defs-state storage, which belongs to an instance: give it a live
+    # one (an earlier test's closed instance may still be registered as current).
+    with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("defs_home"))):
+        loaded = lazy_defs()
+        loaded.get_repository_def()  # built (and cached) while that instance is live
+        return loaded
 
 
 def test_definitions_are_loadable(defs: dg.Definitions) -> None:

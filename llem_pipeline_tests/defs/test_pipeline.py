@@ -1,9 +1,10 @@
 """The whole lineage on the real worker (tiny model, simulated GPU) on a test instance with pool gpu = 1.
 
-- every asset of a demo partition materialises (GPU step through Pipes, results, samples, requests,
-  checks) and the rows land in DuckDB; re-materialising the partition leaves the row counts unchanged;
-- two partitions launched together with the multiprocess executor never overlap in time on the GPU
-  (their stored measurement windows are disjoint).
+- every asset of a demo partition materialises in one run (GPU step through Pipes, results, samples,
+  requests, the seven checks) and the rows land in DuckDB;
+- that partition and a second one launched together (one run each, multiprocess executor) never
+  overlap on the GPU: the GPU steps ran one after the other and the stored windows are disjoint;
+  re-materialising the first partition left its row counts unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from llem_pipeline.storage import ResultStore
 
 pytestmark = pytest.mark.slow
 TABLES = ("experiment_results", "process_results", "environment_snapshots", "baselines", "power_samples", "requests")
+MEASUREMENT_ASSETS = {
+    "environment_snapshot", "baseline_power", "raw_process_results",
+    "experiment_results", "power_timeseries", "request_latencies",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,67 +49,71 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dg.DagsterI
             yield instance, register_study(instance, "demo"), data
 
 
-def _counts(data: Path) -> dict[str, int]:
-    counts = ResultStore(data / "llem.duckdb").row_counts()
-    return {t: counts[t] for t in TABLES}
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
 
 
-def test_every_asset_materialises_and_rematerialising_keeps_row_counts(demo) -> None:
-    instance, hashes, data = demo
-    day = datetime.now(UTC).date().isoformat()
+def _partition_counts(data: Path, config_hash: str) -> dict[str, int]:
+    store = ResultStore(data / "llem.duckdb")
+    if not store.path.is_file():
+        return dict.fromkeys(TABLES, 0)
+    return {t: store.read_partition(t, _today(), config_hash).num_rows for t in TABLES}
+
+
+def _materialise_in_process(instance: dg.DagsterInstance, config_hash: str) -> dg.ExecuteInProcessResult:
     job = lazy_defs().resolve_job_def("measure_experiments")
-    first = job.execute_in_process(instance=instance, partition_key=measurement_key(day, hashes[0]))
-    assert first.success
-    materialized = {e.asset_key.to_user_string() for e in first.get_asset_materialization_events()}
-    assert materialized == {
-        "environment_snapshot", "baseline_power", "raw_process_results",
-        "experiment_results", "power_timeseries", "request_latencies",
-    }
-    [result_event] = [e for e in first.get_asset_materialization_events()
-                      if e.asset_key == dg.AssetKey("experiment_results")]
+    return job.execute_in_process(instance=instance, partition_key=measurement_key(_today(), config_hash))
+
+
+def test_every_asset_of_a_demo_partition_materialises(demo) -> None:
+    instance, hashes, data = demo
+    run = _materialise_in_process(instance, hashes[0])
+    assert run.success
+    events = run.get_asset_materialization_events()
+    assert {e.asset_key.to_user_string() for e in events} == MEASUREMENT_ASSETS
+    [result_event] = [e for e in events if e.asset_key == dg.AssetKey("experiment_results")]
     meta = result_event.materialization.metadata
     assert meta["matches_worker_result"].value is True  # re-aggregation == the worker's result.json
     assert meta["is_simulated"].value is True and meta["j_per_token"].value > 0
-    by_name = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
-    assert len(by_name) == 7
-    assert by_name["schema_version"] and by_name["energy_sane"]
-    assert by_name["real_device"] is False  # simulated → WARN
-    counts = _counts(data)
-    assert counts["experiment_results"] == 1 and counts["process_results"] == 1
-    assert counts["environment_snapshots"] == 1 and counts["baselines"] >= 1
-    assert counts["power_samples"] > 0
+    checks = {e.check_name: e.passed for e in run.get_asset_check_evaluations()}
+    assert len(checks) == 7
+    assert checks["schema_version"] and checks["energy_sane"] and checks["no_throttling"]
+    assert checks["real_device"] is False  # simulated → WARN
+    counts = _partition_counts(data, hashes[0])
+    assert counts["experiment_results"] == counts["process_results"] == counts["environment_snapshots"] == 1
+    assert counts["baselines"] >= 1 and counts["power_samples"] > 0
     assert counts["requests"] == 24  # n of the demo study
     row = ResultStore(data / "llem.duckdb").query(
         "SELECT run_id, study, setting, is_simulated, avg_energy_per_token_j FROM experiment_results"
     ).to_pylist()[0]
-    assert row["run_id"] == first.run_id and row["study"] == "demo" and row["is_simulated"] is True
+    assert row["run_id"] == run.run_id and row["study"] == "demo" and row["is_simulated"] is True
     assert row["setting"] == "batch_size=1" and row["avg_energy_per_token_j"] > 0
-
-    second = job.execute_in_process(instance=instance, partition_key=measurement_key(day, hashes[0]))
-    assert second.success
-    again = _counts(data)
-    assert {t: again[t] for t in TABLES if t != "power_samples"} == {t: counts[t] for t in TABLES if t != "power_samples"}
-    # the new run replaced the old one's samples (their number follows the new window's length)
-    assert ResultStore(data / "llem.duckdb").query("SELECT DISTINCT run_id FROM power_samples").to_pylist() == [
-        {"run_id": second.run_id}
-    ]
-
     report = lazy_defs().resolve_job_def("refresh_efficiency_report").execute_in_process(instance=instance)
     assert report.success
 
 
-def test_pool_limit_one_serialises_two_partitions_launched_together(demo) -> None:
+def test_two_partitions_launched_together_never_overlap_and_rematerialising_keeps_counts(demo) -> None:
     instance, hashes, data = demo
-    day = datetime.now(UTC).date().isoformat()
-    outcomes = materialize_partitions(day, hashes[1:3], parallel=2)
+    before = _partition_counts(data, hashes[0])
+    if before["experiment_results"] == 0:  # run on its own: materialise the first partition once
+        assert _materialise_in_process(instance, hashes[0]).success
+        before = _partition_counts(data, hashes[0])
+    outcomes = materialize_partitions(_today(), hashes[:2], parallel=2)
     assert [o.success for o in outcomes] == [True, True]
+
+    after = _partition_counts(data, hashes[0])
+    assert {t: after[t] for t in TABLES if t != "power_samples"} == {t: before[t] for t in TABLES if t != "power_samples"}
+    assert after["power_samples"] > 0  # the samples follow the new window's length; only the new run's remain
+    assert ResultStore(data / "llem.duckdb").query(
+        "SELECT DISTINCT run_id FROM power_samples WHERE config_hash = ?", [hashes[0]]
+    ).to_pylist() == [{"run_id": outcomes[0].run_id}]
+
     # the GPU steps (whole worker, baseline included) ran one after the other ...
     spans = []
     for o in outcomes:
-        events = instance.all_logs(o.run_id)
-        step = [e.timestamp for e in events if e.step_key == "gpu_measurement"
-                and e.dagster_event and e.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS")]
-        spans.append((min(step), max(step)))
+        stamps = [e.timestamp for e in instance.all_logs(o.run_id) if e.step_key == "gpu_measurement"
+                  and e.dagster_event and e.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS")]
+        spans.append((min(stamps), max(stamps)))
     spans.sort()
     assert spans[0][1] <= spans[1][0], spans
     # ... so the measurement windows stored in DuckDB are disjoint
