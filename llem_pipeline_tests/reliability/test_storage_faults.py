@@ -95,6 +95,7 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
     shared_day = "2026-12-31"
     jobs: list[list[tuple[str, str, str, str]]] = []
     expected_samples = 0
+    expected_keys = {(shared_day, shared_hash)}
     for w in range(writers):
         config = make_config(batch_size=w + 1, model="concurrent")
         h = compute_measurement_config_hash(config)
@@ -104,6 +105,7 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
             n = 20 + p % 7
             folder = write_run_folder(data_dir, config=config, run_date=day, run_id=f"w{w}", n_samples=n, seed=p)
             expected_samples += n
+            expected_keys.add((day, h))
             job.append((str(folder), day, h, f"w{w}"))
         folder = write_run_folder(data_dir, config=shared, run_date=shared_day, run_id=f"shared-w{w}", n_samples=30)
         job.insert(len(job) // 2, (str(folder), shared_day, shared_hash, f"shared-w{w}"))
@@ -128,9 +130,12 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
                                  [shared_day, shared_hash]).column("run_id").to_pylist()
                   for t in ("experiment_results", "power_samples", "requests", "baselines", "process_results")}
     one_winner = len({tuple(v) for v in shared_ids.values()}) == 1 and all(len(v) == 1 for v in shared_ids.values())
+    present = {(str(r["run_date"]), r["config_hash"]) for r in store.query(
+        "SELECT DISTINCT run_date, config_hash FROM experiment_results").to_pylist()}
+    missing = sorted(expected_keys - present)
     lost = max(0, expected - got["k"]) + dupes + abs(expected_samples - samples)
     ok = not failed and got["n"] == expected and got["k"] == expected and dupes == 0 and one_winner and lost == 0
-    res.record(ok, f"failed {failed}; results {got} of {expected}; duplicated partitions {dupes}; "
+    res.record(ok, f"failed {failed}; results {got} of {expected}; missing {missing[:5]}; duplicated partitions {dupes}; "
                    f"samples {samples} of {expected_samples}; shared partition {shared_ids}",
                rows_lost=lost, unhandled=tracebacks)
     return res
