@@ -10,16 +10,10 @@ from llem_pipeline.defs.reports.assets import efficiency_report
 MEASUREMENT_ASSETS = dg.AssetSelection.groups(MEASUREMENT_GROUP, RESULTS_GROUP)
 # A run that outlives this is failed by run monitoring (dagster.yaml enables it), freeing its GPU slot.
 MAX_RUNTIME_S = 6 * 3600
-# Measurement runs execute their steps in the run worker: the GPU work already runs in its own
-# process (the worker command through Pipes: fresh CUDA context, hard timeout), so a process per
-# step would only add Python start-up and imports (~2-3 s per step; bench/pipeline_overhead.py).
-# Pools ("gpu") are enforced by the instance for this executor as well.
-MEASUREMENT_EXECUTOR = dg.in_process_executor
 
 measure_experiments = dg.define_asset_job(
     name="measure_experiments",
     selection=MEASUREMENT_ASSETS,
-    executor_def=MEASUREMENT_EXECUTOR,
     tags={"dagster/max_runtime": MAX_RUNTIME_S},
     description="Measure the selected (date × config) partitions: GPU step, then results, latencies, power samples.",
 )
@@ -27,7 +21,6 @@ measure_experiments = dg.define_asset_job(
 nightly_benchmark_job = dg.define_asset_job(
     name="nightly_benchmark_job",
     selection=MEASUREMENT_ASSETS,
-    executor_def=MEASUREMENT_EXECUTOR,
     tags={"dagster/max_runtime": MAX_RUNTIME_S, "llem/study": "nightly"},
     description="The nightly benchmark: one run per config of studies/nightly.yaml (launched by nightly_benchmark).",
 )
@@ -35,6 +28,5 @@ nightly_benchmark_job = dg.define_asset_job(
 refresh_efficiency_report = dg.define_asset_job(
     name="refresh_efficiency_report",
     selection=dg.AssetSelection.assets(efficiency_report),
-    executor_def=MEASUREMENT_EXECUTOR,
     description="Re-apply the SQL views and redraw the J/token table and chart.",
 )
