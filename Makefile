@@ -42,7 +42,7 @@ test-vllm:
 	bash scripts/test_vllm.sh
 
 ui: setup
-	$(PY) -m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} $(PY) -m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 bench: setup
 	$(PIP) install -q -e '.[bench]'
