@@ -3,7 +3,14 @@
 Imports dagster only in ``io_manager``; never imports ``llem_pipeline.measure``.
 """
 
-from llem_pipeline.storage.errors import LockTimeoutError, ReadOnlyViolation, RunFolderError, StorageError
+from llem_pipeline.storage.errors import (
+    LockTimeoutError,
+    ReadOnlyViolation,
+    RunFolderError,
+    StorageError,
+    WriteVerificationError,
+    WriteVerificationWarning,
+)
 from llem_pipeline.storage.rows import (
     baseline_rows,
     environment_row,
@@ -22,6 +29,8 @@ __all__ = [
     "ResultStore",
     "RunFolderError",
     "StorageError",
+    "WriteVerificationError",
+    "WriteVerificationWarning",
     "baseline_rows",
     "environment_row",
     "experiment_result_row",

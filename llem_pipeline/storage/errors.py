@@ -17,3 +17,22 @@ class LockTimeoutError(StorageError, TimeoutError):
 
 class ReadOnlyViolation(StorageError, ValueError):
     """A statement other than a read (SELECT / EXPLAIN) was given to a read-only entry point."""
+
+
+class WriteVerificationError(StorageError):
+    """A partition write whose rows, counted back, differ from the rows sent (a storage fault, not bad input).
+
+    ``table`` is the table checked, ``expected`` and ``found`` are row counts, and ``committed`` says
+    whether the mismatch was seen after COMMIT (the file holds it) or before (rolled back, nothing written).
+    """
+
+    def __init__(self, message: str, *, table: str, expected: int, found: int, committed: bool) -> None:
+        super().__init__(message)
+        self.table = table
+        self.expected = expected
+        self.found = found
+        self.committed = committed
+
+
+class WriteVerificationWarning(UserWarning):
+    """A committed write counted back wrong and was rewritten once (the rewrite verified): report it."""

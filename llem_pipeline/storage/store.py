@@ -7,12 +7,34 @@ tables, COMMIT — so writing the same run twice leaves the same rows, and a fai
 leaves the old rows or the new ones, never half. Lock conflicts are retried with jittered
 exponential backoff (locking.py). All values travel as parameters; table names come from the
 allow-list in schema.py.
+
+Every partition write verifies its rows twice (issue 7: a partition once went missing although
+its writer reported success):
+
+- before COMMIT, inside the transaction: per written table, the rows now in the replaced
+  partition(s) must equal the rows sent, all of them with the run_id sent. A mismatch rolls back
+  (nothing written) and raises WriteVerificationError naming table, partition, expected and found.
+  This also catches a transaction that an error invalidated without propagating: DuckDB >= 2.0
+  then reports COMMIT as success and discards everything (duckdb/duckdb#22674, #25300).
+- after COMMIT: ``CHECKPOINT`` (the file's durable state; closing the connection would checkpoint
+  anyway, so this costs nothing extra) and the same counts read again on the same connection in a
+  new transaction. A mismatch here means committed rows are not what was sent. The write is
+  idempotent (it replaces the partition), so it is retried ONCE whole, with a
+  WriteVerificationWarning naming the mismatch (a recovered loss is reported, never silent); a
+  second mismatch raises WriteVerificationError (``committed=True``).
+
+Store writes to one file are serialized within a process (a lock per path), so no other store
+write can land between a COMMIT and its check; other processes cannot write while this
+connection holds the file. The checks cost one count per table over the partition's rows.
 """
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +47,12 @@ from llem_pipeline import paths
 from llem_pipeline.domain import ExperimentConfig, ExperimentResult, compute_measurement_config_hash
 from llem_pipeline.storage import locking
 from llem_pipeline.storage import rows as R
-from llem_pipeline.storage.errors import StorageError
+from llem_pipeline.storage.errors import (
+    LockTimeoutError,
+    StorageError,
+    WriteVerificationError,
+    WriteVerificationWarning,
+)
 from llem_pipeline.storage.run_folder import load_run_folder
 from llem_pipeline.storage.schema import (
     PARTITION_COLUMNS,
@@ -40,6 +67,26 @@ from llem_pipeline.storage.sql_guard import check_read_only
 T = TypeVar("T")
 _STAGING = "_llem_rows"  # the one name under which incoming arrow tables are registered
 READ_CONFIG: dict[str, Any] = {"enable_external_access": False}
+_PATH_LOCKS: dict[Path, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _path_lock(path: Path) -> threading.Lock:
+    """Return the process-wide lock serializing store writes to ``path``."""
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(path, threading.Lock())
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What one table must hold after a write: ``sql`` returns one row (rows in the partitions, rows
+    of them with the run_id sent); both must equal ``expected``. ``detail`` explains a mismatch."""
+
+    table: str
+    sql: str
+    params: tuple[Any, ...]
+    expected: int
+    detail: Callable[[duckdb.DuckDBPyConnection], str]
 
 
 class ResultStore:
@@ -75,8 +122,12 @@ class ResultStore:
         return self._data_dir if self._data_dir is not None else paths.data_dir()
 
     # ------------------------------------------------------------------ connections
-    def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run ``work(con)`` in one read-write transaction (retried whole on lock/conflict); return its value."""
+    def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T], checks: Sequence[_Check] = ()) -> T:
+        """Run ``work(con)`` in one read-write transaction (retried whole on lock/conflict); return its value.
+
+        ``checks`` are verified before COMMIT (a mismatch rolls back) and after it (a mismatch retries
+        the whole write once, with a WriteVerificationWarning, then raises); see the module docstring.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         def attempt() -> T:
@@ -85,6 +136,7 @@ class ResultStore:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     out = work(con)
+                    self._verify(con, checks, committed=False)
                     con.execute("COMMIT")
                 except BaseException:
                     try:
@@ -92,16 +144,85 @@ class ResultStore:
                     except duckdb.Error:
                         pass
                     raise
+                if checks:
+                    con.execute("CHECKPOINT")
+                    self._verify(con, checks, committed=True)
                 return out
             finally:
                 con.close()
 
-        return locking.retry_locked(
-            attempt,
-            path=self.path,
-            timeout_s=self.lock_timeout_s,
-            retry_on=lambda e: locking.is_lock_error(e) or locking.is_conflict_error(e),
-        )
+        def serialized_attempt() -> T:
+            # Held for one attempt, not across backoff sleeps: no other store write of this process
+            # lands between this COMMIT and its check.
+            lock = _path_lock(self.path)
+            if not lock.acquire(timeout=max(self.lock_timeout_s, 0.001)):
+                raise LockTimeoutError(
+                    f"another thread of this process kept writing {str(self.path)!r} for more than "
+                    f"{self.lock_timeout_s:.1f} s: raise ResultStore(lock_timeout_s=...) / LLEM_DUCKDB_LOCK_TIMEOUT_S"
+                )
+            try:
+                return attempt()
+            finally:
+                lock.release()
+
+        def run() -> T:
+            return locking.retry_locked(
+                serialized_attempt,
+                path=self.path,
+                timeout_s=self.lock_timeout_s,
+                retry_on=lambda e: locking.is_lock_error(e) or locking.is_conflict_error(e),
+            )
+
+        try:
+            return run()
+        except WriteVerificationError as exc:
+            if not exc.committed:
+                raise
+            warnings.warn(WriteVerificationWarning(f"{exc} Rewriting the partition(s) once."), stacklevel=3)
+            return run()
+
+    def _verify(self, con: duckdb.DuckDBPyConnection, checks: Sequence[_Check], *, committed: bool) -> None:
+        """Raise WriteVerificationError unless every check's table holds exactly the rows sent; return None."""
+        for check in checks:
+            try:
+                rows = con.execute(check.sql, list(check.params)).fetchall()
+            except duckdb.TransactionException as exc:
+                if committed or "aborted" not in str(exc):
+                    raise
+                # DuckDB >= 2.0 invalidates a transaction on ANY error and then reports COMMIT as
+                # success while discarding everything: an error swallowed during the write would
+                # otherwise be a silent loss.
+                raise WriteVerificationError(
+                    f"{check.table}: the transaction was aborted by an earlier error that did not propagate "
+                    f"(DuckDB: {exc}); COMMIT would have reported success and written nothing. Rolled back, "
+                    "nothing written: write again.",
+                    table=check.table, expected=check.expected, found=0, committed=False,
+                ) from exc
+            found, of_run = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+            if found == check.expected and of_run == check.expected:
+                continue
+            when = (
+                "after COMMIT: the committed rows differ from the rows sent"
+                if committed else "before COMMIT: rolled back, nothing written"
+            )
+            raise WriteVerificationError(
+                f"{check.table}: expected {check.expected} row(s), found {found} ({of_run} of the run_id sent) "
+                f"in {check.detail(con)} ({when}). This is a storage fault, not bad input: keep "
+                f"{str(self.path)!r} and its .wal for the report, then write again.",
+                table=check.table, expected=check.expected, found=found, committed=committed,
+            )
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str,
+                params: Sequence[Any] = ()) -> None:
+        """Register ``table`` as the staging view and run ``sql`` (an INSERT INTO ``name``); return None.
+
+        The one place rows enter a partitioned table (the verification counts what this inserted).
+        """
+        # The registration dies with the connection; unregistering in a `finally` would mask the
+        # real error with "transaction is aborted".
+        con.register(_STAGING, table)
+        con.execute(sql, list(params))
+        con.unregister(_STAGING)
 
     @contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -198,6 +319,13 @@ class ResultStore:
             prepared[name] = _strip_partition(name, table, day, config_hash, run_id)
         self._ready()
         params = [day, config_hash, run_id]
+        where = f"partition (run_date={day}, config_hash={config_hash}, run_id={run_id})"
+        checks = [
+            _Check(name, f"SELECT count(*), count(*) FILTER (WHERE run_id = ?) FROM {name} "
+                         "WHERE run_date = ? AND config_hash = ?",
+                   (run_id, day, config_hash), table.num_rows, lambda _con: where)
+            for name, table in prepared.items()
+        ]
 
         def work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             counts: dict[str, int] = {}
@@ -208,15 +336,12 @@ class ResultStore:
                 if table.num_rows == 0:
                     continue
                 _check_columns(con, name, table)
-                # The registration dies with the connection; unregistering in a `finally` would mask
-                # the real error with "transaction is aborted".
-                con.register(_STAGING, table)
-                con.execute(
+                self._insert(
+                    con, name, table,
                     f"INSERT INTO {name} BY NAME SELECT ?::DATE AS run_date, ?::VARCHAR AS config_hash, "
                     f"?::VARCHAR AS run_id, * FROM {_STAGING}",
                     params,
                 )
-                con.unregister(_STAGING)
             if "experiment_results" in prepared:
                 con.execute(REFRESH_TREND_SQL.format(where="config_hash = ?"), [config_hash])
             if counts.get("experiment_results"):
@@ -229,7 +354,7 @@ class ResultStore:
                 )
             return counts
 
-        return self._write(work)
+        return self._write(work, checks)
 
     def write_batch(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
         """Replace MANY partitions in ONE transaction (bulk ingest / backfill); return {table: rows written}.
@@ -250,28 +375,31 @@ class ResultStore:
             if missing:
                 raise StorageError(f"tables[{name!r}] lacks partition column(s) {missing}: write_batch needs them per row")
             keys.append(_partition_keys(name, table))
-        key_table = pa.concat_tables(keys).group_by(["run_date", "config_hash"]).aggregate([("run_id", "count_distinct")])
-        mixed = pc.sum(pc.greater(key_table.column("run_id_count_distinct"), 1)).as_py()
+        key_table = pa.concat_tables(keys).group_by(list(PARTITION_COLUMNS)).aggregate([])
+        runs = key_table.group_by(["run_date", "config_hash"]).aggregate([("run_id", "count")])
+        mixed = pc.sum(pc.greater(runs.column("run_id_count"), 1)).as_py()
         if mixed:
             raise StorageError(f"{mixed} partition(s) carry rows of more than one run_id: one run per (run_date, config_hash)")
-        key_table = key_table.select(["run_date", "config_hash"])
         self._ready()
+        checks = [
+            _Check(name, f"SELECT count(*), count(*) FILTER (WHERE t.run_id = k.run_id) FROM {name} t "
+                         "JOIN _llem_keys k ON t.run_date = k.run_date AND t.config_hash = k.config_hash",
+                   (), table.num_rows, _batch_detail(name, table))
+            for name, table in tables.items()
+        ]
 
         def work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-            con.register("_llem_keys", key_table)
+            # Stays registered until the connection closes: the checks after COMMIT join on it.
+            con.register("_llem_keys", key_table)  # (run_date, config_hash, run_id) of the partitions replaced
             for name in tables:
-                con.execute(
-                    f"DELETE FROM {name} WHERE (run_date, config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)"
-                )
+                con.execute(f"DELETE FROM {name} WHERE (run_date, config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)")
             counts: dict[str, int] = {}
             for name, table in tables.items():
                 counts[name] = table.num_rows
                 if table.num_rows == 0:
                     continue
                 _check_columns(con, name, table)
-                con.register(_STAGING, table)
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {_STAGING}")
-                con.unregister(_STAGING)
+                self._insert(con, name, table, f"INSERT INTO {name} BY NAME SELECT * FROM {_STAGING}")
             if "experiment_results" in tables:
                 con.execute(REFRESH_TREND_SQL.format(where="config_hash IN (SELECT config_hash FROM _llem_keys)"))
             if counts.get("experiment_results"):
@@ -282,10 +410,9 @@ class ResultStore:
                     ") c WHERE r.config_hash = c.config_hash AND r.study IS NULL "
                     "AND (r.run_date, r.config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)"
                 )
-            con.unregister("_llem_keys")
             return counts
 
-        return self._write(work)
+        return self._write(work, checks)
 
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
@@ -344,6 +471,39 @@ class ResultStore:
                 t: (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if t in present else 0)  # type: ignore[index]
                 for t in TABLES
             }
+
+
+def _batch_detail(name: str, table: pa.Table) -> Callable[[duckdb.DuckDBPyConnection], str]:
+    """Return a function naming the partitions of ``table`` whose rows in ``name`` differ from the rows sent.
+
+    Runs only after a failed check (it groups the sent rows per partition), so the happy path pays nothing.
+    """
+
+    def detail(con: duckdb.DuckDBPyConnection) -> str:
+        con.register("_llem_sent", table.select(list(PARTITION_COLUMNS)))
+        try:
+            rows = con.execute(
+                "WITH sent AS (SELECT run_date::DATE AS run_date, config_hash::VARCHAR AS config_hash, "
+                "  count(*) AS n FROM _llem_sent GROUP BY ALL), "
+                "found AS (SELECT t.run_date, t.config_hash, count(*) AS n, "
+                f"  count(*) FILTER (WHERE t.run_id = k.run_id) AS mine FROM {name} t "
+                "  JOIN _llem_keys k ON t.run_date = k.run_date AND t.config_hash = k.config_hash GROUP BY ALL) "
+                "SELECT k.run_date, k.config_hash, k.run_id, coalesce(s.n, 0), coalesce(f.n, 0), coalesce(f.mine, 0) "
+                "FROM _llem_keys k LEFT JOIN sent s USING (run_date, config_hash) "
+                "LEFT JOIN found f USING (run_date, config_hash) "
+                "WHERE coalesce(s.n, 0) <> coalesce(f.n, 0) OR coalesce(s.n, 0) <> coalesce(f.mine, 0) "
+                "ORDER BY ALL"
+            ).fetchall()
+        finally:
+            con.unregister("_llem_sent")
+        shown = "; ".join(
+            f"(run_date={d}, config_hash={h}, run_id={r}) expected {e} found {f} ({m} of that run)"
+            for d, h, r, e, f, m in rows[:5]
+        )
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        return f"{len(rows)} partition(s): {shown}{more}" if rows else "the partitions written"
+
+    return detail
 
 
 def _partition_keys(name: str, table: pa.Table) -> pa.Table:

@@ -86,7 +86,9 @@ WRITER = textwrap.dedent(
 
 def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseResult:
     """``writers`` processes each write ``partitions`` partitions of their own plus one shared partition,
-    all at once: every partition present exactly once, the shared one holding exactly one writer's run."""
+    all at once: every partition present exactly once, the shared one holding exactly one writer's run.
+    A writer's WriteVerificationError (rows counted back wrong) fails it with the message; a
+    WriteVerificationWarning (a committed write counted back wrong, rewritten) also fails the case."""
     res = CaseResult(f"{writers} writers x {partitions} partitions")
     store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=600)
     store.ensure_schema()
@@ -114,12 +116,15 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
              for job in jobs]
     failed = []
+    recovered = []  # WriteVerificationWarning: a committed write counted back wrong and was rewritten
     tracebacks = 0
     for w, p in enumerate(procs):
         out, err = p.communicate(timeout=3600)
         tracebacks += count_tracebacks(err)
+        recovered += [f"writer {w}: {line.strip()[:600]}" for line in err.splitlines() if "WriteVerificationWarning" in line]
         if p.returncode != 0 or out.strip() != f"done {partitions + 1}":
-            failed.append(f"writer {w}: rc {p.returncode} {err.strip()[-300:]}")
+            last = err.strip().splitlines()[-1] if err.strip() else ""
+            failed.append(f"writer {w}: rc {p.returncode} {last[:600]}")
     expected = writers * partitions + 1
     got = store.query("SELECT count(*) AS n, count(DISTINCT (run_date, config_hash)) AS k "
                       "FROM experiment_results").to_pylist()[0]
@@ -134,8 +139,10 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
         "SELECT DISTINCT run_date, config_hash FROM experiment_results").to_pylist()}
     missing = sorted(expected_keys - present)
     lost = max(0, expected - got["k"]) + dupes + abs(expected_samples - samples)
-    ok = not failed and got["n"] == expected and got["k"] == expected and dupes == 0 and one_winner and lost == 0
-    res.record(ok, f"failed {failed}; results {got} of {expected}; missing {missing[:5]}; duplicated partitions {dupes}; "
+    ok = (not failed and not recovered and got["n"] == expected and got["k"] == expected and dupes == 0
+          and one_winner and lost == 0)
+    res.record(ok, f"failed {failed}; verification recoveries {recovered[:3]}; results {got} of {expected}; "
+                   f"missing {missing[:5]}; duplicated partitions {dupes}; "
                    f"samples {samples} of {expected_samples}; shared partition {shared_ids}",
                rows_lost=lost, unhandled=tracebacks)
     return res
