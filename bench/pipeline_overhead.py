@@ -9,8 +9,9 @@ LLEM_DEVICES=simulated. Pairs run back to back in alternating order (direct, dag
   --timeout and --baseline-cache the GPU step passes (a subprocess, wall time);
 - dagster: one ``measure_experiments`` run for one (date × config) partition through
   ``launching._run_one`` in a long-lived spawned process — what ``python -m llem_pipeline.defs.launch``
-  (``materialize_partitions``) does per partition in its process pool: ``dg.execute_job`` with the
-  multiprocess executor; GPU step through Pipes and the guard, then the CPU result assets into DuckDB.
+  (``materialize_partitions``) does per partition in its process pool: ``dg.execute_job`` of the
+  measurement job (its steps in the run process, the pool "gpu" claimed); GPU step through Pipes and the
+  guard, then the CPU step (store_results) into DuckDB.
   Wall time. Each pair uses a fresh date, like the partitions of a study.
 
 Per pair: added_s = dagster − direct. The per-study fixed cost (launcher start-up: interpreter + Dagster +
@@ -20,8 +21,9 @@ of 30 s measurements: overhead share = (50 · median added_s + fixed_s) / (50 ·
 
     .venv/bin/python bench/pipeline_overhead.py [--pairs 5] [--n 8] [--keep] [--profile]
 
-The profile: each Dagster run's event log split into phases (step process start-up, step bodies, executor
-exit), medians printed next to the direct command; ``--profile`` then records one more run with py-spy
+The profile: each Dagster run's event log split into phases (run start, step bodies, gaps, executor exit),
+medians printed next to the direct command, with the number of events a run stores times the measured cost
+of one event-log write on the instance's disk (SQLite commits); ``--profile`` then records one more run with py-spy
 over the whole process tree and prints CPU seconds per process role and how much of it is imports.
 Dagster's console log goes to <temp>/dagster.log.
 Ends with ``RESULT added_s_per_experiment=… overhead_pct_30s_study=… pairs=…`` (targets: ≤ 1.5 s, ≤ 3 %).
@@ -215,6 +217,7 @@ def _run(tmp: Path, args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         report_ok = refresh_report(instance)
         report_s = time.perf_counter() - t0
+        event_ms = _event_write_ms(instance)
         if not report_ok:
             raise RuntimeError("the efficiency_report run failed")
         if args.profile:
@@ -252,8 +255,11 @@ def _run(tmp: Path, args: argparse.Namespace) -> int:
     for name in PHASES:
         vals = [ph[name] for ph in counted if name in ph]
         if vals:
-            print(f"  {name:58s} {statistics.median(vals):6.2f}")
-    print(f"  {'(direct worker command, for comparison)':58s} {dmed:6.2f}")
+            print(f"  {name:62s} {statistics.median(vals):6.2f}")
+    events = statistics.median([ph["events"] for ph in counted])
+    print(f"  {'(Dagster event-log writes in those phases: events x ms)':62s} {events * event_ms / 1000:6.2f}"
+          f"   {events:.0f} events x {event_ms:.1f} ms")
+    print(f"  {'(direct worker command, for comparison)':62s} {dmed:6.2f}")
     print()
     print(f"fixed per study: launcher start-up {startup_s:.2f} s + registration {register_s:.2f} s "
           f"+ efficiency_report run {report_s:.2f} s = {fixed_s:.2f} s")
@@ -267,52 +273,67 @@ def _run(tmp: Path, args: argparse.Namespace) -> int:
 
 
 PHASES = (
-    "execute_job call -> RUN_START (run record, plan)",
-    "GPU step: process start (spawn, import, load definitions)",
+    "execute_job call -> RUN_START (run record, plan, planned events)",
+    "RUN_START -> GPU step starts (executor; step process if any)",
     "GPU step: body (allocator, Pipes, guard + worker, outputs)",
-    "GPU step end -> CPU steps launched",
-    "CPU steps: process start (3 at once, slowest)",
-    "CPU steps: bodies (DuckDB writes, 7 checks; slowest)",
-    "last step end -> execute_job returns (executor exit)",
+    "GPU step end -> CPU step starts",
+    "CPU step: body (one DuckDB transaction, 7 checks, chart)",
+    "CPU step end -> execute_job returns (executor exit)",
 )
+GPU_STEP, CPU_STEP = "gpu_measurement", "store_results"
 
 
 def _phases(instance, run_id: str, wall0: float, wall1: float) -> dict[str, float]:
-    """Return {phase name: seconds} of one measure_experiments run from its event log (see PHASES)."""
+    """Return {phase name: seconds} of one measure_experiments run from its event log (see PHASES), plus
+    "events": the number of events the run stored."""
     first: dict[tuple[str | None, str], float] = {}
     last: dict[tuple[str | None, str], float] = {}
-    for e in instance.all_logs(run_id):
+    logs = instance.all_logs(run_id)
+    for e in logs:
         if e.dagster_event is None:
             continue
         k = (e.step_key, e.dagster_event.event_type_value)
         first.setdefault(k, e.timestamp)
         last[k] = e.timestamp
-    gpu = "gpu_measurement"
-    cpu = sorted({sk for sk, _ in first if sk and sk != gpu})
-
-    def ts(step: str | None, event: str, table=first) -> float | None:
-        return table.get((step, event))
-
-    out: dict[str, float] = {}
-    start = ts(None, "PIPELINE_START")
-    if start is not None:
-        out[PHASES[0]] = start - wall0
-    g0, g1, g2 = ts(gpu, "STEP_WORKER_STARTING"), ts(gpu, "STEP_WORKER_STARTED"), ts(gpu, "STEP_SUCCESS")
-    if None not in (g0, g1, g2):
-        out[PHASES[1]] = g1 - g0
-        out[PHASES[2]] = g2 - g1
-    launched = [ts(s, "STEP_WORKER_STARTING") for s in cpu]
-    started = [ts(s, "STEP_WORKER_STARTED") for s in cpu]
-    done = [ts(s, "STEP_SUCCESS", last) for s in cpu]
-    if cpu and None not in launched + started + done and g2 is not None:
-        out[PHASES[3]] = min(launched) - g2
-        out[PHASES[4]] = max(started) - min(launched)
-        out[PHASES[5]] = max(done) - max(started)
-        out[PHASES[6]] = wall1 - max(done)
+    marks = [
+        wall0,
+        first.get((None, "PIPELINE_START")),
+        first.get((GPU_STEP, "STEP_START")),
+        last.get((GPU_STEP, "STEP_SUCCESS")),
+        first.get((CPU_STEP, "STEP_START")),
+        last.get((CPU_STEP, "STEP_SUCCESS")),
+        wall1,
+    ]
+    out: dict[str, float] = {"events": float(len(logs))}
+    for name, a, b in zip(PHASES, marks, marks[1:], strict=True):
+        if a is not None and b is not None:
+            out[name] = b - a
     return out
 
 
-STEP_ASSETS = ("gpu_measurement", "experiment_results", "power_timeseries", "request_latencies")
+def _event_write_ms(instance, n: int = 30) -> float:
+    """Return the mean wall time, ms, of storing one event in this instance's event log (``n`` engine
+    events on a scratch run; SQLite commits on the DAGSTER_HOME disk)."""
+    import dagster as dg
+
+    @dg.op
+    def _noop() -> None:
+        return None
+
+    @dg.job
+    def _event_probe() -> None:
+        _noop()
+
+    run = instance.create_run_for_job(_event_probe)
+    t = time.perf_counter()
+    for i in range(n):
+        instance.report_engine_event(f"event-write probe {i}", run)
+    ms = (time.perf_counter() - t) / n * 1000.0
+    instance.delete_run(run.run_id)
+    return ms
+
+
+STEP_ASSETS = (GPU_STEP, CPU_STEP)
 
 
 def _role(cmd: str, tags: set[str]) -> str:

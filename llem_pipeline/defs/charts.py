@@ -1,7 +1,8 @@
 """PNG charts for the Dagster UI (matplotlib, Agg backend): the power trace and J/token across a setting.
 
 Each function returns PNG bytes; ``embed_png`` turns them into a markdown image with a data: URI that
-Dagster's markdown metadata renders inline. matplotlib is imported inside the functions.
+Dagster's markdown metadata renders inline. matplotlib is imported inside the functions; figures are
+plain ``matplotlib.figure.Figure`` objects (no pyplot global state: safe in threads and forked steps).
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ from pathlib import Path
 
 
 def _figure(width_in: float = 7.0, height_in: float = 3.0):
-    import matplotlib
+    """Return (figure, axes) of a width_in × height_in inch figure at 90 dpi, drawn by the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width_in, height_in), dpi=90)
-    return plt, fig, ax
+    fig = Figure(figsize=(width_in, height_in), dpi=90)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
-def _png(plt, fig) -> bytes:
+def _png(fig) -> bytes:
+    """Return the figure as PNG bytes."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -41,7 +42,7 @@ def power_trace_png(
 
     ``window`` (start, end in s) is shaded as the measurement window.
     """
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     labels = sorted(set(series))
     for label in labels:
         pts = [(t, p) for t, p, s in zip(t_rel_s, power_w, series, strict=True) if s == label and p == p]
@@ -56,12 +57,12 @@ def power_trace_png(
     if labels:
         ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def j_per_token_png(rows: Sequence[tuple[str, str, float]], title: str) -> bytes:
     """Return a PNG bar chart of J per output token by setting; rows are (series, setting, J/token)."""
-    plt, fig, ax = _figure(width_in=7.0, height_in=3.2)
+    fig, ax = _figure(width_in=7.0, height_in=3.2)
     settings = list(dict.fromkeys(setting for _, setting, _ in rows))
     series = list(dict.fromkeys(s for s, _, _ in rows))
     width = 0.8 / max(len(series), 1)
@@ -77,7 +78,7 @@ def j_per_token_png(rows: Sequence[tuple[str, str, float]], title: str) -> bytes
     if len(series) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def embed_png(png: bytes, alt: str) -> str:

@@ -53,14 +53,29 @@ def test_gpu_step_is_one_op_in_pool_gpu_with_gpu_tag(defs: dg.Definitions) -> No
     assert all(n.pool is None for n in job.graph.node_defs if n.name != "gpu_measurement")
 
 
-def test_executor_limits_gpu_steps_per_run(defs: dg.Definitions) -> None:
-    # every job, ad-hoc UI materialisations included, runs steps in processes with the GPU tag limit;
-    # the in-process executor does not hold a GPU step back on the instance pool (two runs' GPU steps started together)
-    for name in ("measure_experiments", "nightly_benchmark_job"):
-        assert defs.resolve_job_def(name).executor_def.name == "llem_multiprocess"
+def test_measurement_jobs_run_steps_in_process_and_other_jobs_in_forked_processes(defs: dg.Definitions) -> None:
+    # measurement runs: the two steps in the run worker (the GPU work is its own Pipes process); the pool
+    # "gpu" is claimed by that executor too
+    for name in ("measure_experiments", "nightly_benchmark_job", "refresh_efficiency_report"):
+        assert defs.resolve_job_def(name).executor_def.name == "in_process"
+    # ad-hoc UI materialisations (the implicit asset job): the multiprocess executor with the GPU tag limit,
+    # step processes forked from a forkserver that imported the code location once
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "llem_multiprocess"
     config = executor_config()
     assert {"key": "llem/resource", "value": "gpu", "limit": 1} in config["tag_concurrency_limits"]
     assert config["max_concurrent"] >= 2
+    preload = config["start_method"]["forkserver"]["preload_modules"]
+    assert "llem_pipeline.defs.results.assets" in preload and "llem_pipeline.defs.measurements.assets" in preload
+    assert not any(m.split(".")[0] in {"torch", "transformers", "vllm"} for m in preload)
+
+
+def test_store_results_is_one_cpu_step_for_the_three_result_assets(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("measure_experiments")
+    assert sorted(n.name for n in job.graph.node_defs) == ["gpu_measurement", "store_results"]
+    graph = defs.resolve_asset_graph()
+    parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys}
+               for k in ("power_timeseries", "request_latencies")}
+    assert parents == {"power_timeseries": {"raw_process_results"}, "request_latencies": {"raw_process_results"}}
 
 
 def test_asset_checks_cover_spec_3_11(defs: dg.Definitions) -> None:

@@ -1,7 +1,7 @@
 """Launch measurements without the daemon: register a study and materialise its partitions on an instance.
 
-Each partition is its own run through ``dg.execute_job`` (multiprocess executor, pools enforced by the
-instance), several at once, each from its own spawned process (Dagster's run execution is not
+Each partition is its own run through ``dg.execute_job`` (the job's in-process executor, pools enforced
+by the instance), several at once, each from its own spawned process (Dagster's run execution is not
 thread-safe: two runs in threads of one process deadlock in logging setup); the pool "gpu" and the
 GPU allocator serialise the GPU steps. Used by
 ``python -m llem_pipeline.defs.launch`` (``make demo``) and the tests.
@@ -9,6 +9,7 @@ GPU allocator serialise the GPU steps. Used by
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,18 +28,22 @@ from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain.errors import ConfigError
 
 
-def measure_job() -> dg.JobDefinition:
-    """Return the resolved ``measure_experiments`` job of the code location (reconstructable target)."""
+@functools.cache
+def _resolved_job(name: str) -> dg.JobDefinition:
+    """Return job ``name`` of the code location, built once per process (a partition runner executes many runs)."""
     from llem_pipeline.definitions import defs
 
-    return defs().resolve_job_def("measure_experiments")
+    return defs().resolve_job_def(name)
+
+
+def measure_job() -> dg.JobDefinition:
+    """Return the resolved ``measure_experiments`` job of the code location (reconstructable target)."""
+    return _resolved_job("measure_experiments")
 
 
 def report_job() -> dg.JobDefinition:
     """Return the resolved ``refresh_efficiency_report`` job (reconstructable target)."""
-    from llem_pipeline.definitions import defs
-
-    return defs().resolve_job_def("refresh_efficiency_report")
+    return _resolved_job("refresh_efficiency_report")
 
 
 @dataclass(frozen=True)

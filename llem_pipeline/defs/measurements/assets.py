@@ -95,6 +95,9 @@ def gpu_measurement(
                 except dg.DagsterPipesExecutionError as err:
                     reason = worker_error(stderr_log) or str(err)
                     raise _fail(f"the measurement worker failed: {reason}", command=" ".join(command)) from None
+                finally:
+                    # logged while the lease is still held: the next holder's "GPU lease:" line comes after it
+                    context.log.info(f"GPU lease ends: devices={lease.worker_devices!r} for {config_hash} ({run_date})")
         except (DeviceSpecError, GpuAllocationError) as err:
             raise _fail(str(err)) from None
     reported = {}

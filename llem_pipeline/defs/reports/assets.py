@@ -6,13 +6,13 @@ import dagster as dg
 from llem_pipeline.defs.charts import embed_png, j_per_token_png, save_png
 from llem_pipeline.defs.constants import OWNERS, REPORTS_GROUP, RESULTS_CODE_VERSION
 from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_markdown
-from llem_pipeline.defs.results.assets import experiment_results
+from llem_pipeline.defs.results.assets import RESULTS
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.storage import VIEWS
 
 
 @dg.asset(
-    deps=[experiment_results],
+    deps=[RESULTS],
     group_name=REPORTS_GROUP,
     owners=OWNERS,
     kinds={"duckdb", "sql"},

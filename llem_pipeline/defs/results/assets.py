@@ -1,12 +1,14 @@
-"""CPU steps: load a GPU run folder into DuckDB, one transaction per asset, and check the result.
+"""The CPU step: load a GPU run folder into DuckDB in ONE transaction, and check the result.
 
-experiment_results writes experiment_results + process_results + environment_snapshots + baselines
-(the run's JSON files) in one transaction; power_timeseries writes power_samples; request_latencies
-writes requests. Rows are keyed by the measurement run's id, so re-materialising replaces them.
+``store_results`` materialises three assets at once: experiment_results (experiment_results +
+process_results + environment_snapshots + baselines), power_timeseries (power_samples) and
+request_latencies (requests). One step and one transaction for the whole partition: a crash leaves
+the partition's old rows or its new ones in every table, never a result without its samples, and a
+measurement costs one CPU step (process start-up, DuckDB open, chart) instead of three. Rows are
+keyed by the measurement run's id, so re-materialising replaces them.
 """
 
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,61 +17,68 @@ import pyarrow.parquet as pq
 from llem_pipeline.defs.charts import embed_png, power_trace_png, save_png
 from llem_pipeline.defs.constants import OWNERS, RESULTS_CODE_VERSION, RESULTS_GROUP
 from llem_pipeline.defs.experiments.partitions import measurement_partitions
-from llem_pipeline.defs.experiments.registry import scan_studies
 from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.measurements.run_folder import RunFolder
 from llem_pipeline.defs.results.derive import derive_result, previous_j_per_token
 from llem_pipeline.defs.results.latency import latency_metadata
-from llem_pipeline.defs.results.power import power_metadata, trace_series
+from llem_pipeline.defs.results.power import chart_path, power_metadata, trace_series
 from llem_pipeline.defs.results.quality import CHECK_DESCRIPTIONS, run_checks
 from llem_pipeline.defs.results.summary import headline_metadata, summary_markdown
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
-from llem_pipeline.paths import data_dir
 from llem_pipeline.storage import rows as R
 
-_COMMON: dict[str, Any] = dict(
-    partitions_def=measurement_partitions,
-    group_name=RESULTS_GROUP,
-    owners=OWNERS,
-    code_version=RESULTS_CODE_VERSION,
-)
-CHECK_SPECS = [
-    dg.AssetCheckSpec(name=name, asset="experiment_results", description=text)
-    for name, text in CHECK_DESCRIPTIONS.items()
-]
+RESULTS, POWER, LATENCIES = "experiment_results", "power_timeseries", "request_latencies"
+CHECK_SPECS = [dg.AssetCheckSpec(name=name, asset=RESULTS, description=text) for name, text in CHECK_DESCRIPTIONS.items()]
 _SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 
 
-def chart_path(folder: RunFolder, name: str) -> Path:
-    """Return ``<data_dir>/charts/<run_date>/<config_hash>/<run_id>/<name>.png`` (run folders stay as the worker wrote them)."""
-    return data_dir() / "charts" / folder.run_date / folder.config_hash / folder.run_id / f"{name}.png"
+def _out(description: str, kinds: set[str]) -> dg.AssetOut:
+    return dg.AssetOut(
+        description=description, group_name=RESULTS_GROUP, owners=OWNERS, code_version=RESULTS_CODE_VERSION,
+        kinds=kinds, is_required=True,
+    )
 
 
-def _study_of(config_hash: str) -> str | None:
-    studies = scan_studies().studies_of(config_hash)
-    return studies[0] if len(studies) == 1 else None
-
-
-@dg.asset(
-    **_COMMON,
-    kinds={"duckdb", "python"},
-    check_specs=CHECK_SPECS,
+@dg.multi_asset(
+    name="store_results",
+    outs={
+        RESULTS: _out(
+            "ExperimentResult v2.0 of the partition's measurement (J per output token, tok/s, latency, energy "
+            "breakdown), stored with its processes, environment and baseline in DuckDB tables experiment_results, "
+            "process_results, environment_snapshots and baselines.",
+            {"duckdb", "python"},
+        ),
+        POWER: _out(
+            "Raw power samples of the measurement at native resolution (timeseries.parquet) → power_samples.",
+            {"duckdb", "parquet"},
+        ),
+        LATENCIES: _out(
+            "One row per measured request (requests.parquet: tokens, TTFT, TPOT, end-to-end) → requests.",
+            {"duckdb", "parquet"},
+        ),
+    },
     ins={RAW: dg.AssetIn(), ENVIRONMENT: dg.AssetIn(), BASELINE: dg.AssetIn()},
-    description=(
-        "ExperimentResult v2.0 of the partition's measurement (J per output token, tok/s, latency, energy "
-        "breakdown), stored with its processes, environment and baseline in DuckDB tables experiment_results, "
-        "process_results, environment_snapshots and baselines."
-    ),
+    internal_asset_deps={
+        RESULTS: {dg.AssetKey(RAW), dg.AssetKey(ENVIRONMENT), dg.AssetKey(BASELINE)},
+        POWER: {dg.AssetKey(RAW)},
+        LATENCIES: {dg.AssetKey(RAW)},
+    },
+    check_specs=CHECK_SPECS,
+    partitions_def=measurement_partitions,
+    description="CPU step: the run folder's result, power samples and requests into DuckDB in one transaction; "
+    "the SPEC §3.11 checks.",
 )
-def experiment_results(
+def store_results(
     context: dg.AssetExecutionContext,
     llem_store: LlemStore,
     raw_process_results: RunFolder,
     environment_snapshot: EnvironmentSnapshot,
     baseline_power: dict[str, Any] | None,
-) -> dg.MaterializeResult:
-    """Write the run's result rows in one transaction; returns headline metadata and the check results."""
+):
+    """Write every table of the partition in one transaction; yields one MaterializeResult per asset
+    (headline metadata on experiment_results; row counts, W and ms figures on the others) and the seven
+    AssetCheckResults of experiment_results."""
     folder = raw_process_results
     result, agrees = derive_result(folder)
     if not agrees:
@@ -78,76 +87,49 @@ def experiment_results(
     prev, prev_label = previous_j_per_token(store, folder.config_hash, folder.run_id, result.start_time)
     outcomes = run_checks(result, prev, prev_label)
     day, h, run_id = folder.run_date, folder.config_hash, folder.run_id
-    tables = {
-        "experiment_results": R.rows_to_table([R.experiment_result_row(result, day, run_id, _study_of(h))]),
+    samples = pq.read_table(folder.timeseries_path)
+    requests = pq.read_table(folder.requests_path)
+    counts = store.write_tables(day, h, run_id, {
+        # the study comes from experiment_configs inside the write (when exactly one study registered the config)
+        "experiment_results": R.rows_to_table([R.experiment_result_row(result, day, run_id, None)]),
         "process_results": R.rows_to_table(R.process_result_rows(folder.process_results(), day, h, run_id)),
         "environment_snapshots": R.rows_to_table([R.environment_row(environment_snapshot, day, h, run_id)]),
         "baselines": R.rows_to_table(R.baseline_rows(baseline_power, day, h, run_id) if baseline_power else []),
-    }
-    counts = store.write_tables(day, h, run_id, tables)
-    image = ""
-    if folder.path.joinpath("timeseries.parquet").is_file():
-        t, p, s, window = trace_series(folder)
-        png = power_trace_png(t, p, s, window, f"power · {h} · {day}")
-        image = embed_png(png, "power trace")
-    markdown = summary_markdown(result, outcomes, day, image)
-    return dg.MaterializeResult(
+        "power_samples": samples,
+        "requests": requests,
+    })
+    t, p, s, window = trace_series(samples)
+    png = power_trace_png(t, p, s, window, f"power · {h} · {day}")
+    image = embed_png(png, "power trace")
+    path = save_png(png, chart_path(folder, "power_trace"))
+    common = {"run_id": run_id, "run_dir": dg.MetadataValue.path(str(folder.path))}
+    yield dg.MaterializeResult(
+        asset_key=RESULTS,
         metadata={
             **headline_metadata(result),
-            "summary": dg.MetadataValue.md(markdown),
-            "run_id": run_id,
+            "summary": dg.MetadataValue.md(summary_markdown(result, outcomes, day, image)),
+            **common,
             "matches_worker_result": agrees,
-            "run_dir": dg.MetadataValue.path(str(folder.path)),
             "dagster/row_count": counts["experiment_results"],
             "rows_written": dg.MetadataValue.json(counts),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=o.name, passed=o.passed, severity=_SEVERITY[o.severity],
-                description=o.description, metadata=o.metadata,
-            )
-            for o in outcomes
-        ],
     )
-
-
-@dg.asset(
-    **_COMMON,
-    kinds={"duckdb", "parquet"},
-    ins={RAW: dg.AssetIn()},
-    description="Raw power samples of the measurement at native resolution (timeseries.parquet) → power_samples.",
-)
-def power_timeseries(
-    context: dg.AssetExecutionContext, llem_store: LlemStore, raw_process_results: RunFolder
-) -> dg.MaterializeResult:
-    """Load timeseries.parquet into power_samples (one transaction); returns row count, W figures and the trace PNG."""
-    folder = raw_process_results
-    table = pq.read_table(folder.timeseries_path)
-    counts = llem_store.store().write_tables(folder.run_date, folder.config_hash, folder.run_id, {"power_samples": table})
-    t, p, s, window = trace_series(folder)
-    png = power_trace_png(t, p, s, window, f"power · {folder.config_hash} · {folder.run_date}")
-    path = save_png(png, chart_path(folder, "power_trace"))
-    return dg.MaterializeResult(
+    for o in outcomes:
+        yield dg.AssetCheckResult(
+            asset_key=RESULTS, check_name=o.name, passed=o.passed, severity=_SEVERITY[o.severity],
+            description=o.description, metadata=o.metadata,
+        )
+    yield dg.MaterializeResult(
+        asset_key=POWER,
         metadata={
-            **power_metadata(table),
+            **power_metadata(samples),
+            **common,
             "dagster/row_count": counts["power_samples"],
-            "power_trace": dg.MetadataValue.md(embed_png(png, "power trace")),
+            "power_trace": dg.MetadataValue.md(image),
             "power_trace_png": dg.MetadataValue.path(str(path)),
-        }
+        },
     )
-
-
-@dg.asset(
-    **_COMMON,
-    kinds={"duckdb", "parquet"},
-    ins={RAW: dg.AssetIn()},
-    description="One row per measured request (requests.parquet: tokens, TTFT, TPOT, end-to-end) → requests.",
-)
-def request_latencies(
-    context: dg.AssetExecutionContext, llem_store: LlemStore, raw_process_results: RunFolder
-) -> dg.MaterializeResult:
-    """Load requests.parquet into requests (one transaction); returns row count and latency percentiles (ms)."""
-    folder = raw_process_results
-    table = pq.read_table(folder.requests_path)
-    counts = llem_store.store().write_tables(folder.run_date, folder.config_hash, folder.run_id, {"requests": table})
-    return dg.MaterializeResult(metadata={**latency_metadata(table), "dagster/row_count": counts["requests"]})
+    yield dg.MaterializeResult(
+        asset_key=LATENCIES,
+        metadata={**latency_metadata(requests), **common, "dagster/row_count": counts["requests"]},
+    )

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from llem_pipeline.defs.measurements.run_folder import RunFolder
+from llem_pipeline.paths import data_dir
 
 
-def trace_series(folder: RunFolder) -> tuple[list[float], list[float], list[str], tuple[float, float] | None]:
-    """Return (t_rel_s, power_w, series label 'p<process>/d<device>', window (start, end) s or None)."""
-    table = pq.read_table(folder.timeseries_path, columns=["process_index", "device_index", "t_rel_s", "power_w", "phase"])
-    rows = table.to_pydict()
+def chart_path(folder: RunFolder, name: str) -> Path:
+    """Return ``<data_dir>/charts/<run_date>/<config_hash>/<run_id>/<name>.png`` (run folders stay as the worker wrote them)."""
+    return data_dir() / "charts" / folder.run_date / folder.config_hash / folder.run_id / f"{name}.png"
+
+
+def trace_series(table: pa.Table) -> tuple[list[float], list[float], list[str], tuple[float, float] | None]:
+    """Return (t_rel_s, power_w, series label 'p<process>/d<device>', window (start, end) s or None) of a
+    timeseries.parquet table."""
+    rows = table.select(["process_index", "device_index", "t_rel_s", "power_w", "phase"]).to_pydict()
     labels = [f"p{p}/d{d}" for p, d in zip(rows["process_index"], rows["device_index"], strict=True)]
     in_window = [t for t, ph in zip(rows["t_rel_s"], rows["phase"], strict=True) if ph == "window"]
     window = (min(in_window), max(in_window)) if in_window else None
