@@ -133,6 +133,7 @@ class ResultStore:
         def attempt() -> T:
             con = duckdb.connect(str(self.path), read_only=False, config=self.connection_config)
             try:
+                _quiet(con)
                 con.execute("BEGIN TRANSACTION")
                 try:
                     out = work(con)
@@ -228,6 +229,7 @@ class ResultStore:
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         con = locking.connect(self.path, read_only=True, timeout_s=self.lock_timeout_s, config=READ_CONFIG)
         try:
+            _quiet(con)
             yield con
         finally:
             con.close()
@@ -471,6 +473,16 @@ class ResultStore:
                 t: (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if t in present else 0)  # type: ignore[index]
                 for t in TABLES
             }
+
+
+def _quiet(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn off DuckDB's progress bar on ``con`` (per connection); return None.
+
+    DuckDB prints it to the process's stdout for any statement over 2 s, even when stdout is not a
+    terminal: a store must not write into its caller's output (a loaded machine made a writer's
+    "done" line unreadable in the reliability case).
+    """
+    con.execute("SET enable_progress_bar = false")
 
 
 def _batch_detail(name: str, table: pa.Table) -> Callable[[duckdb.DuckDBPyConnection], str]:

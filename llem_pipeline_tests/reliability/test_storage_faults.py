@@ -124,7 +124,7 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
         recovered += [f"writer {w}: {line.strip()[:600]}" for line in err.splitlines() if "WriteVerificationWarning" in line]
         if p.returncode != 0 or out.strip() != f"done {partitions + 1}":
             last = err.strip().splitlines()[-1] if err.strip() else ""
-            failed.append(f"writer {w}: rc {p.returncode} {last[:600]}")
+            failed.append(f"writer {w}: rc {p.returncode} stdout {out[-200:]!r} {last[:600]}")
     expected = writers * partitions + 1
     got = store.query("SELECT count(*) AS n, count(DISTINCT (run_date, config_hash)) AS k "
                       "FROM experiment_results").to_pylist()[0]

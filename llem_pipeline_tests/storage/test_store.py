@@ -336,3 +336,34 @@ def test_write_batch_validates_ids_and_run_ids(store) -> None:
     with pytest.raises(StorageError, match="lacks partition column"):
         store.write_batch({"power_samples": rows.drop_columns(["run_id"])})
     assert store.row_counts()["power_samples"] == 0
+
+
+
+PROGRESS_PROBE = """
+import sys
+from llem_pipeline.storage import ResultStore
+from llem_pipeline_tests.storage.run_folder_factory import timeseries_table
+seen = []
+class Recording(ResultStore):
+    def _insert(self, con, name, table, sql, params=()):
+        seen.append(con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
+        super()._insert(con, name, table, sql, params)
+store = Recording(sys.argv[1], lock_timeout_s=5)
+store.write_tables("2026-11-01", "00000000000000dd", "r", {"power_samples": timeseries_table(5)})
+read = store.query("SELECT current_setting('enable_progress_bar') AS v").column("v").to_pylist()
+print("write", seen, "read", read)
+"""
+
+
+def test_store_connections_never_print_a_progress_bar(store: ResultStore) -> None:
+    # DuckDB prints its progress bar to stdout for any statement over 2 s, also into a pipe (it is on by
+    # default in a plain process; pytest's captured stdout turns it off, hence the subprocess).
+    import subprocess
+    import sys
+
+    from llem_pipeline_tests.reliability.support import PROJECT_ROOT
+
+    out = subprocess.run([sys.executable, "-c", PROGRESS_PROBE, str(store.path)], capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "write [False] read [False]"
