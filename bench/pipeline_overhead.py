@@ -305,7 +305,7 @@ def _phases(instance, run_id: str, wall0: float, wall1: float) -> dict[str, floa
         wall1,
     ]
     out: dict[str, float] = {"events": float(len(logs))}
-    for name, a, b in zip(PHASES, marks, marks[1:], strict=True):
+    for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True):
         if a is not None and b is not None:
             out[name] = b - a
     return out

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llem_pipeline.defs.launch", description=__doc__.splitlines()[0])
     parser.add_argument("study", help="Study name (studies/<name>.yaml), e.g. demo")
     parser.add_argument("--date", default=datetime.now(UTC).date().isoformat(), help="Partition date (UTC day)")
-    parser.add_argument("--parallel", type=int, default=4, help="Runs launched at once (the GPU pool still serialises)")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="Runs launched at once (default: the instance's limit of pool 'gpu', i.e. the GPUs)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="Dagster console log level of the runs")
     args = parser.parse_args(argv)
@@ -31,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from llem_pipeline.defs.automation.launching import materialize_partitions, refresh_report, register_study
+    from llem_pipeline.defs.automation.launching import (
+        gpu_pool_limit,
+        materialize_partitions,
+        refresh_report,
+        register_study,
+    )
     from llem_pipeline.domain.errors import ConfigError
 
     with dg.DagsterInstance.get() as instance:
@@ -40,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"llem launch: error: {err}", file=sys.stderr)
             return 2
-        print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}", flush=True)
-        outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,
+        parallel = args.parallel or gpu_pool_limit(instance)
+        print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}, "
+              f"{parallel} run(s) at once", flush=True)
+        outcomes = materialize_partitions(args.date, hashes, parallel=parallel,
                                           tags={"llem/study": args.study}, log_level=args.log_level)
         for o in outcomes:
             print(f"  {o.config_hash} {o.run_date} run {o.run_id}: {'SUCCESS' if o.success else 'FAILURE'}", flush=True)

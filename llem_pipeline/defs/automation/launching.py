@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from llem_pipeline.defs.constants import GPU_POOL
 from llem_pipeline.defs.experiments.partitions import (
     CONFIG_PARTITIONS_NAME,
     measurement_key,
@@ -73,6 +74,21 @@ def register_study(instance: dg.DagsterInstance, study: str, store: LlemStore | 
     if new:
         instance.add_dynamic_partitions(CONFIG_PARTITIONS_NAME, new)
     return list(plan.config_hashes)
+
+
+def gpu_pool_limit(instance: dg.DagsterInstance) -> int:
+    """Return how many GPU steps the instance lets run at once: pool "gpu"'s own limit, else the pools'
+    ``default_limit`` of dagster.yaml, else 1.
+
+    ``materialize_partitions`` launches that many runs at once by default: a run launched beyond it
+    would only wait on the pool, re-checking at Dagster's growing interval (1 s, ×1.1 per check, up to
+    15 s), which leaves the GPU idle for up to that long after each measurement.
+    """
+    for pool in instance.event_log_storage.get_pool_limits():
+        if pool.name == GPU_POOL:
+            return max(1, int(pool.limit))
+    default = instance.event_log_storage.get_pool_config().default_pool_limit
+    return max(1, int(default)) if default else 1
 
 
 def _console(log_level: str) -> dict:
