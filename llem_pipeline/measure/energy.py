@@ -9,10 +9,13 @@ each end of the window. The correction used here (SPEC §3.2):
 where ``e0``/``e1`` are update edges near the boundaries whose counter values ``C(e)`` are known. At a
 live boundary ``EnergyMonitor`` polls the counter (and instant power) every ``poll_interval_s`` right
 after the boundary until it steps, which brackets the edge to one poll interval and fills the partial
-step from densely polled power. For any sub-window of recorded samples, ``window_energy`` finds edges
-from bracketed counter changes in the samples, from a learned update period and phase
-(``CounterTiming``), or assumes the edge half a period before the reading, and says how uncertain that
-is in ``uncertainty_j`` (J, a ± bound).
+step from densely polled power. For any sub-window of recorded samples, ``window_energy`` bounds the
+edge behind each counter value near a boundary from the observations around it (after the last reading
+of the previous value, at or before the first reading of this one, and a period before the next
+value's first reading), narrows that with a learned update period and phase (``CounterTiming``) when
+exactly one predicted edge fits, keeps the anchor whose boundary term is least uncertain, and says how
+uncertain the result is in ``uncertainty_j`` (J, a ± bound). A reading is never assigned to a predicted
+edge it may lie on either side of (at fast update periods that misread a whole step).
 
 Counter wraps (a known modulus) are unwrapped; a counter that goes backwards without a known modulus
 (driver reload, reset) is bridged with the power trace over the gap and reported as ``counter_reset``.
@@ -41,15 +44,27 @@ READ_RETRIES = 3  # a failed boundary read is retried this many times before the
 
 @dataclass(frozen=True)
 class CounterTiming:
-    """A counter's update edges: ``phase_s + k × period_s`` (monotonic s)."""
+    """A counter's update edges: ``phase_s + k × period_s`` (monotonic s).
+
+    ``phase_s`` is a measured edge (± ``edge_err_s``); ``ref_s``, when given, is a second measured edge
+    (± ``edge_err_s``) a whole number of periods away from which ``period_s`` was derived, so every edge
+    predicted between the two is an interpolation and as good as they are.
+    """
 
     period_s: float
     phase_s: float
     period_err_s: float = 0.0  # ± uncertainty of period_s, s
+    ref_s: float | None = None
+    edge_err_s: float = 0.002  # ± of the measured edges phase_s and ref_s, s
 
     def edge_uncertainty_s(self, t: float) -> float:
-        """Returns the ± uncertainty of the predicted edge near ``t``, s (grows with distance from phase_s)."""
-        return 0.002 + abs(t - self.phase_s) / self.period_s * self.period_err_s
+        """Returns the ± uncertainty of the predicted edge near ``t``, s: ``edge_err_s`` between the
+        measured edges, growing by ``period_err_s`` per period beyond them."""
+        lo = hi = self.phase_s
+        if self.ref_s is not None:
+            lo, hi = min(lo, self.ref_s), max(hi, self.ref_s)
+        outside = max(lo - t, t - hi, 0.0)
+        return self.edge_err_s + outside / self.period_s * self.period_err_s
 
     def last_edge(self, t: float) -> float:
         """Returns the last update edge at or before ``t``, s (monotonic)."""
@@ -146,6 +161,22 @@ class _Trace:
         gap = float(np.max(np.diff(np.concatenate([[lo], ts, [hi]])))) if hi > lo else 0.0
         return float(ps.max()), float(ps.max() - ps.min()), gap
 
+    def extrapolated_s(self, a: float, b: float) -> float:
+        """Returns how much of [min(a,b), max(a,b)] lies before the first or after the last point, s (there
+        the trace only repeats its end value, so nothing bounds its error but the power seen elsewhere)."""
+        lo, hi = min(a, b), max(a, b)
+        if len(self.t) == 0:
+            return hi - lo
+        return max(min(hi, self.t[0]) - lo, 0.0) + max(hi - max(lo, self.t[-1]), 0.0)
+
+    def max_power(self) -> float:
+        """Returns the largest power of any point, W (0 without points)."""
+        return float(self.p.max()) if len(self.p) else 0.0
+
+    def power_range(self) -> float:
+        """Returns the largest minus the smallest power of all points, W (0 without points)."""
+        return float(self.p.max() - self.p.min()) if len(self.p) else 0.0
+
 
 def _merge(a: Samples, b: Samples | None) -> Samples:
     if b is None or len(b) == 0:
@@ -164,49 +195,117 @@ class _Anchor:
     how: str            # 'bracket', 'timing', 'assumed', 'plain'
 
 
-def _bracket(ct: np.ndarray, cv: np.ndarray, t: float, period: float) -> _Anchor | None:
-    """Returns the counter step nearest ``t`` seen between two close observations (None if none)."""
-    if len(ct) < 2:
+def _timing_band(lo: float, hi: float, timing: CounterTiming) -> tuple[float, float, float] | None:
+    """Returns (lo', hi', predicted edge), s: [lo, hi] narrowed to the one predicted edge band (``timing``:
+    edge ± its uncertainty) that meets it; None when no band or more than one band meets it (the timing
+    cannot tell which edge)."""
+    p = timing.period_s
+    reach = max(timing.edge_uncertainty_s(lo), timing.edge_uncertainty_s(hi)) + timing.period_err_s
+    if reach >= 2 * p:
         return None
-    max_bracket = min(0.25 * period, 0.02)
-    changed = np.nonzero((cv[1:] != cv[:-1]) & ((ct[1:] - ct[:-1]) <= max_bracket))[0] + 1
-    if not len(changed):
-        return None
-    mids = 0.5 * (ct[changed] + ct[changed - 1])
-    near = np.abs(mids - t) <= 1.5 * period
-    if not np.any(near):
-        return None
-    cand, m = changed[near], mids[near]
-    k = int(np.argmin(np.abs(m - t)))
-    b = int(cand[k])
-    return _Anchor(float(ct[b]), float(cv[b]), float(m[k]), 0.5 * float(ct[b] - ct[b - 1]), "bracket")
+    k_first = math.floor((lo - reach - timing.phase_s) / p)
+    k_last = math.ceil((hi + reach - timing.phase_s) / p)
+    hits = []
+    for k in range(k_first, k_last + 1):
+        e = timing.phase_s + k * p
+        hw = timing.edge_uncertainty_s(e)
+        a, b = max(lo, e - hw), min(hi, e + hw)
+        if a <= b:
+            hits.append((a, b, e))
+    return hits[0] if len(hits) == 1 else None
+
+
+def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi: float,
+             timing: CounterTiming | None) -> _Anchor:
+    """Returns the anchor for observation ``b``: where the update edge that produced its value lies.
+
+    The observations showing that value form a run (first ``f``, last ``l``). Its edge is at or before
+    ``ct[f]`` and after the latest observation before the run (another value); the next edge comes after
+    ``ct[l]``, so the edge is no earlier than ``ct[l] − period_hi``; and (``period_lo`` > 0) the next edge is
+    at or before the first observation after the run, so the edge is no later than that minus
+    ``period_lo``. ``timing`` narrows this interval further when exactly one predicted edge band meets it.
+    The anchor's edge is the middle of the interval (the predicted edge with timing) and its half width
+    the ± (s).
+    """
+    t_b, v = float(ct[b]), cv[b]
+    w0 = int(np.searchsorted(ct, t_b - 2 * period_hi, side="left"))
+    w1 = int(np.searchsorted(ct, t_b + 2 * period_hi, side="right"))
+    other = cv[w0:w1] != v
+    before = np.nonzero(other[:b - w0])[0]
+    after = np.nonzero(other[b - w0 + 1:])[0]
+    first = w0 + int(before[-1]) + 1 if len(before) else w0  # (a run reaching past the scan only loosens)
+    last = b + int(after[0]) if len(after) else w1 - 1
+    lo, hi = float(ct[last]) - period_hi, float(ct[first])
+    how = "assumed"
+    if len(before) and ct[first - 1] > lo:
+        lo, how = float(ct[first - 1]), "bracket"
+    if period_lo > 0 and len(after) and ct[last + 1] - period_lo < hi:
+        hi, how = float(ct[last + 1]) - period_lo, "bracket"
+    if hi < lo:  # timestamps jitter beyond the period bounds: fall back to the one-period interval
+        lo, hi, how = t_b - period_hi, t_b, "assumed"
+    edge, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    if timing is not None and (band := _timing_band(lo, hi, timing)) is not None:
+        # the predicted edge (clipped to what the observations allow), not the middle of the clipped band:
+        # an observation cutting one side of the band would otherwise shift the estimate off the
+        # prediction, always the same way when the sampler runs in step with the counter
+        b_lo, b_hi, predicted = band
+        point = min(max(predicted, b_lo), b_hi)
+        reach = max(point - b_lo, b_hi - point)
+        if reach < half:
+            edge, half, how = point, reach, "timing"
+    return _Anchor(t_b, float(v), edge, half, how)
 
 
 def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing: CounterTiming | None,
-                 correct: bool, pt: np.ndarray | None = None, pv: np.ndarray | None = None) -> _Anchor | None:
+                 correct: bool, trace: _Trace | None = None, pt: np.ndarray | None = None,
+                 pv: np.ndarray | None = None) -> _Anchor | None:
     """Picks the counter observation and update edge used at boundary ``t``.
 
-    ``pt``/``pv``: the dense boundary polls (preferred: their timestamps are tight); ``ct``/``cv``: every
-    counter observation (polls and sampler rows).
+    ``ct``/``cv``: every counter observation (dense boundary polls and sampler rows), sorted by time.
+    Candidates are the observation nearest ``t`` and every observation that shows a new value within 3
+    periods of ``t``; each gets the interval its edge must lie in (``_edge_of``), and the one whose
+    boundary term is the least uncertain (edge ± times peak power, plus the power-trace interpolation
+    between edge and ``t`` with the trace's whole power range in its largest gap, plus 1 % of the power
+    over that span) wins. ``pt``/``pv`` (the polls alone) serve the uncorrected, plain delta.
     """
     if len(ct) == 0:
         return None
-    polls = pt is not None and len(pt) > 0
     if not correct:
+        polls = pt is not None and len(pt) > 0
         src_t, src_v = (pt, pv) if polls else (ct, cv)
         i = int(np.argmin(np.abs(src_t - t)))
         return _Anchor(float(src_t[i]), float(src_v[i]), t, 0.0, "plain")
-    found = _bracket(pt, pv, t, period) if polls else None
-    if found is None:
-        found = _bracket(ct, cv, t, period)
-    if found is not None:
-        return found
-    i = int(np.argmin(np.abs(ct - t)))
     if timing is not None:
-        hw = timing.edge_uncertainty_s(float(ct[i]))
-        if hw < 0.5 * period:
-            return _Anchor(float(ct[i]), float(cv[i]), timing.last_edge(float(ct[i])), hw, "timing")
-    return _Anchor(float(ct[i]), float(cv[i]), float(ct[i]) - 0.5 * period, 0.5 * period, "assumed")
+        period_lo = max(timing.period_s - timing.period_err_s, 0.0)
+        period_hi = timing.period_s + timing.period_err_s
+    else:
+        period_lo, period_hi = 0.0, period
+    reach = 3.0 * period_hi
+    j0 = int(np.searchsorted(ct, t - reach, side="left"))
+    j1 = int(np.searchsorted(ct, t + reach, side="right"))
+    near = int(np.argmin(np.abs(ct - t)))
+    cands = {near}
+    if j1 - j0 >= 2:
+        changed = np.nonzero(cv[j0 + 1:j1] != cv[j0:j1 - 1])[0] + j0 + 1
+        cands.update(int(b) for b in changed)
+    best: _Anchor | None = None
+    best_score = math.inf
+    for b in sorted(cands):
+        a = _edge_of(ct, cv, b, period_lo, period_hi, timing)
+        if trace is not None:
+            pmax, prange, gap = trace.span_stats(a.edge_s, t)
+            # The interpolation term assumes the load's whole swing (not just the swing of the points
+            # around the span) could hide in its largest gap: a burst between two sparse samples is
+            # invisible to them, so a span the dense boundary polls cover beats one across sampler gaps.
+            # Plus 1 % of the power over the span: the instant power need not match the counter's
+            # exactly, so of two equally sharp edges the nearer one wins.
+            score = (pmax * (a.half_width_s + 0.01 * abs(a.edge_s - t))
+                     + 0.5 * max(prange, trace.power_range()) * gap)
+        else:
+            score = a.half_width_s + 0.01 * abs(a.edge_s - t)
+        if score < best_score:
+            best, best_score = a, score
+    return best
 
 
 def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus: float | None,
@@ -313,7 +412,8 @@ def window_energy(
                 "too_few_samples",
                 f"device {i}: {n_trace_pts} power samples in {duration:.3f} s, expected about {duration / interval_s:.0f}"))
         ok = np.isfinite(m_i["energy_mj"])
-        ct, cv = m_i["t_mono_s"][ok], m_i["energy_mj"][ok]
+        order = np.argsort(m_i["t_mono_s"][ok], kind="stable")
+        ct, cv = m_i["t_mono_s"][ok][order], m_i["energy_mj"][ok][order]
         pt = pv = None
         if polls is not None and len(polls):
             p_i = polls.for_device(i)
@@ -322,8 +422,8 @@ def window_energy(
             pt, pv = p_i["t_mono_s"][okp][order], p_i["energy_mj"][okp][order]
         timing = timings[i] if i < len(timings) else None
         p = timing.period_s if timing is not None else period
-        a0 = _find_anchor(ct, cv, t0_s, p, timing, boundary_correction, pt, pv)
-        a1 = _find_anchor(ct, cv, t1_s, p, timing, boundary_correction, pt, pv)
+        a0 = _find_anchor(ct, cv, t0_s, p, timing, boundary_correction, trace_all, pt, pv)
+        a1 = _find_anchor(ct, cv, t1_s, p, timing, boundary_correction, trace_all, pt, pv)
         if a0 is None or a1 is None:
             no_counter.append(i)
             counter_per_dev.append(None)
@@ -349,6 +449,7 @@ def window_energy(
                 unc += pmax * p
                 continue
             unc += pmax * a.half_width_s + 0.5 * prange * gap
+            unc += trace_all.max_power() * trace_all.extrapolated_s(a.edge_s, t)
         if boundary_correction:
             e_counter += trace_all.integral(a1.edge_s, t1_s) - trace_all.integral(a0.edge_s, t0_s)
         if duration > 2 * p and e_counter <= 0 < (trace_j or 0.0):
@@ -474,17 +575,20 @@ class EnergyMonitor:
         return (0.5 * (ta + tm), math.nan if e is None else float(e),
                 0.5 * (tm + tb), math.nan if p is None else float(p))
 
-    def _poll(self, until_edges: int, timeout_s: float) -> tuple[float, dict[int, list[tuple[float, float, float, float]]]]:
-        """Reads all devices now, then polls each until its counter changed ``until_edges`` times."""
+    def _poll(self, until_edges: int, timeout_s: float,
+              min_s: float = 0.0) -> tuple[float, dict[int, list[tuple[float, float, float, float]]]]:
+        """Reads all devices now, then polls each until its counter changed ``until_edges`` times and at
+        least ``min_s`` s passed (at most ``timeout_s`` s); returns (boundary time s, reads per device)."""
         t_boundary = self.clock()
         rows: dict[int, list[tuple[float, float, float, float]]] = {i: [self._read(i)] for i in range(len(self.devices))}
         changes = {i: 0 for i in rows}
-        pending = {i for i in rows if math.isfinite(rows[i][0][1])}
+        counting = {i for i in rows if math.isfinite(rows[i][0][1])}
+        pending = set(counting)
         if not self.boundary_correction:
             return t_boundary, rows
-        while pending and self.clock() - t_boundary < timeout_s:
+        while (elapsed := self.clock() - t_boundary) < timeout_s and (pending or (counting and elapsed < min_s)):
             self.sleep(self.poll_interval_s)
-            for i in list(pending):
+            for i in sorted(counting if self.clock() - t_boundary < min_s else pending):
                 r = self._read(i)
                 if r[1] != rows[i][-1][1]:
                     changes[i] += 1
@@ -512,14 +616,17 @@ class EnergyMonitor:
         order = np.argsort(cols["t_mono_s"], kind="stable")
         return Samples({k: v[order] for k, v in cols.items()}, uuids)
 
-    def calibrate(self, edges: int = 6, max_s: float = 1.2) -> list[CounterTiming | None]:
+    def calibrate(self, edges: int = 6, max_s: float = 1.2, min_s: float = 0.5) -> list[CounterTiming | None]:
         """Learns each counter's update period and phase by tight polling (like Zeus's period inference).
 
-        Polls until ``edges`` counter steps were seen (at most ``max_s`` s); the period is the span between
-        the first and last bracketed step divided by the steps between them (median step as a guard).
-        Returns the timings per device (None where no steps were seen).
+        Polls until ``edges`` counter steps were seen and ``min_s`` s passed (at most ``max_s`` s); the
+        period is the span between the first and last bracketed step divided by the steps between them
+        (each gap between bracketed steps counted against the median gap). Its ± is the two edges'
+        bracket widths over that span, so polling at least ``min_s`` keeps it small for fast counters too
+        (6 steps of a 20 ms counter span only 0.1 s: ± 2 %, too coarse to count the steps across a 1 s
+        window). Returns the timings per device (None where no steps were seen).
         """
-        _, rows = self._poll(until_edges=edges, timeout_s=max_s)
+        _, rows = self._poll(until_edges=edges, timeout_s=max_s, min_s=min_s)
         for i, lst in rows.items():
             found: list[tuple[float, float]] = []  # (edge mid, half width)
             for (ta, ea, _, _), (tb, eb, _, _) in itertools.pairwise(lst):
@@ -527,12 +634,16 @@ class EnergyMonitor:
                     found.append((0.5 * (ta + tb), 0.5 * (tb - ta)))
             if len(found) >= 2:
                 mids = np.array([f[0] for f in found])
-                step = float(np.median(np.diff(mids)))
-                k = max(round((mids[-1] - mids[0]) / step), 1)
+                gaps = np.diff(mids)
+                step = float(np.median(gaps))
+                # count the steps gap by gap: bracket jitter against the poll grid skews the median gap
+                # (e.g. 10.7 ms for a 10 ms counter polled every 2 ms), so span / median miscounts long spans
+                k = int(np.maximum(np.rint(gaps / step), 1).sum())
                 period = float((mids[-1] - mids[0]) / k)
-                hw = max(f[1] for f in found)
+                hw = max(found[0][1], found[-1][1])
                 self._period_rel_err[i] = 2 * hw / (k * period)
-                self.counter_timing[i] = CounterTiming(period, float(mids[-1]), self._period_rel_err[i] * period)
+                self.counter_timing[i] = CounterTiming(period, float(mids[-1]), self._period_rel_err[i] * period,
+                                                       ref_s=float(mids[0]), edge_err_s=max(hw, 0.002))
         return list(self.counter_timing)
 
     # -- windows --------------------------------------------------------------------------------
@@ -576,19 +687,28 @@ class EnergyMonitor:
             t, e = t[ok], e[ok]
             if len(t) < 2:
                 continue
+            prior_timing = self.counter_timing[i]
+            prior = prior_timing.period_s if prior_timing else DEFAULT_COUNTER_PERIOD_S
             ch = np.nonzero(e[1:] != e[:-1])[0] + 1
+            ch = ch[t[ch] - t[ch - 1] <= min(0.25 * prior, 0.02)]  # tight brackets only (not the gap between ends)
             edges = 0.5 * (t[ch] + t[ch - 1])
-            first = edges[edges >= t0]
-            last = edges[edges >= t1]
+            half = 0.5 * (t[ch] - t[ch - 1])
+            first = np.nonzero(edges >= t0)[0]
+            last = np.nonzero(edges >= t1)[0]
             if len(first) == 0 or len(last) == 0:
                 continue
-            e0, e1 = float(first[0]), float(last[0])
-            prior = self.counter_timing[i].period_s if self.counter_timing[i] else DEFAULT_COUNTER_PERIOD_S
+            j0, j1 = int(first[0]), int(last[0])
+            e0, e1 = float(edges[j0]), float(edges[j1])
+            hw = max(float(half[j0]), float(half[j1]))
             k = round((e1 - e0) / prior)
-            period = prior
-            # refine the period only when the number of steps between the two edges is unambiguous
-            if k >= 1 and k * self._period_rel_err[i] < 0.3:
+            # refine the period only when the number of steps between the two edges is unambiguous and the
+            # two edges pin it better than what is known
+            ambiguity = k * self._period_rel_err[i] + 2 * hw / prior  # ± of (e1 − e0) / prior, in steps
+            if k >= 1 and ambiguity < 0.4 and 2 * hw / (e1 - e0) < self._period_rel_err[i]:
                 period = (e1 - e0) / k
-                hw = float(np.max(t[ch] - t[ch - 1])) / 2 if len(ch) else 0.002
-                self._period_rel_err[i] = min(self._period_rel_err[i], 2 * hw / (k * period))
-            self.counter_timing[i] = CounterTiming(period, e1, self._period_rel_err[i] * period)
+                self._period_rel_err[i] = 2 * hw / (k * period)
+                self.counter_timing[i] = CounterTiming(period, e1, self._period_rel_err[i] * period, ref_s=e0,
+                                                       edge_err_s=max(hw, 0.002))
+            else:
+                self.counter_timing[i] = CounterTiming(prior, e1, self._period_rel_err[i] * prior,
+                                                       edge_err_s=max(float(half[j1]), 0.002))

@@ -183,9 +183,7 @@ def counter_reset_and_wrap(trials: int) -> CaseResult:
             return devs, sims, PacedEngine(40), lambda: close_devices(devs)
 
         def simulated_wrap():
-            # the real NVML update period (100 ms): with 20 ms steps read directly (no NVML) the estimator is
-            # biased by half a step and sometimes 1.5 steps beyond its stated ± (wrap or not; see the report)
-            sims = _sims(counter_modulus_mj=WRAP_MJ, counter_period_s=0.1)
+            sims = _sims(counter_modulus_mj=WRAP_MJ)
             return sims, sims, PacedEngine(40), lambda: None
 
         variants: list[tuple[str, Callable[[], tuple], set[str]]] = [("reset via NVML", nvml_reset, {"counter_reset"}),
