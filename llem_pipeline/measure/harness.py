@@ -1,8 +1,9 @@
 """The harness: one engine process's measurement, in SPEC order.
 
-model load → prompts (tokenised once) → sampler on → warmup (+ thermal floor) → window begin →
-run → window end → sampler off → cleanup (always, in ``finally``) → analysis of the reported window
-(total / steady_state / windowed) → ``RawProcessResult``.
+model load → prompts (tokenised once) → sampler on → energy-counter calibration → warmup (+ thermal
+floor) → window begin (polls to the next counter edge, ≤ one counter period) → run → window end →
+sampler off → cleanup (always, in ``finally``) → analysis of the reported window (total /
+steady_state / windowed) → ``RawProcessResult``.
 
 The environment snapshot and the idle baseline are taken by the worker before any engine process
 starts (same devices, no model loaded) and passed in. Nothing here imports dagster or opens DuckDB.
@@ -125,8 +126,13 @@ def measure_process(
     prompts = steps.run("prompts", lambda: prompt_builder(config, tokenizer))
     engine = steps.run("model_load", lambda: engine_loader(config, device_indices))
     sampler = Sampler(devices, interval_s=interval_s)
+    # The counter's update period/phase is learnt right after the sampler starts, before warmup: polling it
+    # at the window's edge (up to 1.2 s with the engine idle) would undo the warmup just before the run.
+    monitor = EnergyMonitor(devices, sampler, boundary_correction=config.energy.boundary_correction, calibrate=False)
     try:
         sampler.start()
+        if config.energy.boundary_correction:
+            steps.run("counter_calibration", monitor.calibrate)
         warm = None
         if config.warmup.enabled:
             from llem_pipeline.engines.prompts import warmup_prompts
@@ -138,7 +144,6 @@ def measure_process(
                 engine, warm_prompts, config.warmup, sleep=sleep, batch_size=batch,
                 on_progress=lambda p: emit("warmup", {"done": p.done, "total": p.total, "phase": p.phase}),
             ))
-        monitor = EnergyMonitor(devices, sampler, boundary_correction=config.energy.boundary_correction)
         start = steps.run("window_begin", monitor.begin_window)
         records = steps.run("run", lambda: engine.run(prompts.token_ids))
         boundary = steps.run("window_end", lambda: monitor.end_window(start))

@@ -47,12 +47,12 @@ class PacedEngine:
         self.cleaned += 1
 
 
-def _measure(config, devices, engine, baseline=None):
+def _measure(config, devices, engine, baseline=None, on_progress=None):
     prompts = PromptSet(token_ids=[[1, 2, 3, 4]] * config.n, source="test")
     return measure_process(
         config, devices, engine_loader=lambda c, idx: engine, tokenizer_loader=lambda c: None,
         prompt_builder=lambda c, tok: prompts, device_indices=[], experiment_id="exp-1", baseline=baseline,
-        sleep=lambda s: None,
+        sleep=lambda s: None, on_progress=on_progress,
     )
 
 
@@ -115,3 +115,19 @@ def test_engine_is_cleaned_up_when_the_run_fails():
     with pytest.raises(RuntimeError, match="out of memory"):
         _measure(_config(baseline={"enabled": False}), [SimulatedDevice(Constant(50.0))], engine)
     assert engine.cleaned == 1
+
+
+@pytest.mark.parametrize("boundary_correction", [True, False])
+def test_counter_calibration_runs_before_warmup_not_between_warmup_and_run(boundary_correction):
+    # the run must follow warmup + thermal floor directly (only the edge poll of window_begin in between)
+    steps: list[str] = []
+    cfg = _config(n=2, baseline={"enabled": False},
+                  energy={"sample_interval_ms": 20, "boundary_correction": boundary_correction})
+    out = _measure(cfg, [SimulatedDevice(Constant(150.0), index=0)], PacedEngine(5, 0.005),
+                   on_progress=lambda event, data: steps.append(data["step"]) if event == "step_start" else None)
+    calibration = ["counter_calibration"] if boundary_correction else []
+    assert steps == ["tokenizer", "prompts", "model_load", *calibration, "warmup", "window_begin", "run",
+                     "window_end", "cleanup"]
+    assert list(out.step_seconds) == steps
+    if boundary_correction:  # calibrated ahead of warmup, the boundary correction still makes a short window exact
+        assert out.raw.energy_j == pytest.approx(150.0 * out.raw.inference_time_sec, rel=0.02)
