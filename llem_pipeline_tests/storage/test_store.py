@@ -325,6 +325,25 @@ def test_write_batch_replaces_many_partitions_at_once(store) -> None:
     assert store.row_counts()["power_samples"] == 30 - 3 + 7
 
 
+
+def test_write_batch_replaces_only_its_partitions_inside_their_key_ranges(store) -> None:
+    # The DELETE carries min/max of the keys (row-group skipping); (d1, h2) and (d2, h1) lie inside both
+    # ranges but are not written, so they must survive.
+    def part(day: date, h: str, run_id: str, n: int) -> pa.Table:
+        t = timeseries_table(n)
+        t = t.add_column(0, "run_id", pa.array([run_id] * n))
+        t = t.add_column(0, "config_hash", pa.array([h] * n))
+        return t.add_column(0, "run_date", pa.array([day] * n, pa.date32()))
+
+    d1, d2, h1, h2 = date(2026, 11, 1), date(2026, 11, 3), "00000000000000a1", "00000000000000a9"
+    old = [part(d, h, "old", 4) for d in (d1, d2) for h in (h1, h2)]
+    store.write_batch({"power_samples": pa.concat_tables(old)})
+    store.write_batch({"power_samples": pa.concat_tables([part(d1, h1, "new", 6), part(d2, h2, "new", 7)])})
+    rows = store.query("SELECT run_date, config_hash, run_id, count(*) AS n FROM power_samples GROUP BY ALL ORDER BY ALL")
+    assert [tuple(r.values()) for r in rows.to_pylist()] == [
+        (d1, h1, "new", 6), (d1, h2, "old", 4), (d2, h1, "old", 4), (d2, h2, "new", 7)
+    ]
+
 def test_write_batch_validates_ids_and_run_ids(store) -> None:
     rows = _batch_rows(2)["power_samples"]
     bad_hash = rows.set_column(1, "config_hash", pa.array(["x'; DROP TABLE requests"] * rows.num_rows))
