@@ -17,10 +17,13 @@ Profile of the window (harness side): the only harness code that runs between fi
 token is the sampler thread's tick. Each tick that lands inside a decoding step stretches that step
 (the tick holds the GIL; the engine thread blocks and is woken again); the excess over the median of
 the neighbouring steps, summed per run / run span, is the cost attributed to the sampler (``tick_cost``).
+Before the run the harness polls the energy counter until its next update (window_begin, ≤ one counter
+period, CPU idle); the breakdown of per-step medians (first ``--start-steps`` steps vs the rest) shows
+what that cold start costs.
 
     .venv/bin/python bench/harness_overhead.py [--pairs 30] [--n 32] [--batch-size 8] [--max-output-tokens 48]
 
-Ends with ``RESULT harness_vs_bare_throughput_ratio=… cost_pct=… cost_ci95_pct=lo..hi tick_cost_pct=…``
+Ends with ``RESULT harness_vs_bare_throughput_ratio=… cost_pct=… cost_ci95_pct=lo..hi tick_cost_pct=… …``
 (target: cost ≤ 1 %) and the load averages before/after. Exits 1 when it could not measure.
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import random
 import statistics
@@ -48,6 +52,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-output-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--start-steps", type=int, default=11, help="steps counted as the run's start in the breakdown")
     ap.add_argument("--interval-ms", type=float, default=100.0, help="sampler period of the harness side, ms")
     args = ap.parse_args()
 
@@ -99,6 +104,7 @@ def main() -> int:
     tick_excess: list[float] = []  # s added to the decoding step that holds a sampler tick, one per such tick
     ticks_in_window: list[int] = []
     harness_span: list[float] = []
+    step_times: dict[str, list[list[float]]] = {"bare": [], "harness": []}  # per run: every step's duration, s
     load_before = os.getloadavg()
     try:
         with install_fake_pynvml([SimulatedDevice(Constant(250.0), index=0)]):
@@ -111,7 +117,9 @@ def main() -> int:
                     for side in order:
                         gc.collect()  # same heap state on both sides: the harness's garbage is not billed to a later run
                         if side == "bare":
-                            got[side] = tput(engine.run(prompts.token_ids))
+                            records = engine.run(prompts.token_ids)
+                            got[side] = tput(records)
+                            step_times[side].append(step_durations(records))
                         else:
                             out = measure_process(
                                 config, devices, engine_loader=lambda c, idx: Kept(),
@@ -120,6 +128,7 @@ def main() -> int:
                             got[side] = out.raw.output_tokens / out.raw.inference_time_sec
                             excess, n_ticks = tick_excess_s(out.requests, out.samples["t_mono_s"])
                             tick_excess.extend(excess)
+                            step_times[side].append(step_durations(out.requests))
                             ticks_in_window.append(n_ticks)
                             harness_span.append(out.raw.inference_time_sec)
                     bare_tps.append(got["bare"])
@@ -155,9 +164,14 @@ def main() -> int:
     print(f"sampler ticks inside the window: {statistics.fmean(ticks_in_window):.2f} per run; each adds "
           f"{1e3 * per_tick:.3f} ms to its decoding step (mean of {len(tick_excess)}) → "
           f"{100 * tick_cost:.3f} % of the window (the harness's in-window cost)")
+    start_pct, rest_pct = start_vs_rest_pct(step_times["bare"], step_times["harness"], args.start_steps)
+    print(f"where the difference lies (per-step medians over runs, harness − bare, % of the bare run): first "
+          f"{args.start_steps} steps {start_pct:+.3f} % (cold start after window_begin's edge poll), "
+          f"rest {rest_pct:+.3f} %")
     print(f"load average (1/5/15 min) before {fmt_load(load_before)}, after {fmt_load(load_after)}")
     print(f"RESULT harness_vs_bare_throughput_ratio={ratio:.4f} cost_pct={100 * (1 - ratio):.2f} "
           f"cost_ci95_pct={100 * (1 - hi):.2f}..{100 * (1 - lo):.2f} tick_cost_pct={100 * tick_cost:.3f} "
+          f"start_steps_pct={start_pct:.3f} rest_steps_pct={rest_pct:.3f} "
           f"pairs={len(ratios)} interval_ms={args.interval_ms:g} load1={load_before[0]:.2f}..{load_after[0]:.2f} "
           f"at={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     return 0
@@ -174,6 +188,31 @@ def bootstrap_median_ci(values: list[float], n_boot: int = 4000, seed: int = 0) 
     k = len(values)
     meds = sorted(statistics.median(rng.choices(values, k=k)) for _ in range(n_boot))
     return meds[int(0.025 * n_boot)], meds[int(0.975 * n_boot) - 1]
+
+
+def step_durations(records) -> list[float]:
+    """Return every step's duration of one run, s, in order: per batch (by submission) its prefill
+    (submission → first token) and then each decoding step (token k−1 → token k)."""
+    batches: dict[float, object] = {}
+    for r in records:
+        batches.setdefault(r.submit_time_s, r)
+    out: list[float] = []
+    for submit in sorted(batches):
+        t = [submit, *batches[submit].token_times_s]
+        out.extend(b - a for a, b in itertools.pairwise(t))
+    return out
+
+
+def start_vs_rest_pct(bare: list[list[float]], harness: list[list[float]], k: int) -> tuple[float, float]:
+    """Return (first k steps, the other steps): harness − bare of the summed per-step-index medians over
+    runs, % of the bare run's summed medians. Runs whose step count differs from the first are left out."""
+    import numpy as np
+
+    n = len(bare[0])
+    b = np.median(np.array([r for r in bare if len(r) == n]), axis=0)
+    h = np.median(np.array([r for r in harness if len(r) == n]), axis=0)
+    total = float(b.sum())
+    return 100 * float(h[:k].sum() - b[:k].sum()) / total, 100 * float(h[k:].sum() - b[k:].sum()) / total
 
 
 def tick_excess_s(records, tick_times_s, neighbours: int = 6) -> tuple[list[float], int]:
