@@ -6,6 +6,7 @@ from llem_pipeline import __version__
 
 OWNERS = ["team:llem"]
 GPU_POOL = "gpu"
+GPU_STEP_KEY = "gpu_measurement"  # the GPU step (op) of every measurement run
 # Op tag counted by the multiprocess executor's tag_concurrency_limits (see definitions.py).
 GPU_OP_TAG = {"llem/resource": "gpu"}
 MEASUREMENT_GROUP = "measurement"

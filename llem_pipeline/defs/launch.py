@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", help="Study name (studies/<name>.yaml), e.g. demo")
     parser.add_argument("--date", default=datetime.now(UTC).date().isoformat(), help="Partition date (UTC day)")
     parser.add_argument("--parallel", type=int, default=None,
-                        help="Runs launched at once (default: the instance's limit of pool 'gpu', i.e. the GPUs)")
+                        help="Runs started at once, each waiting on the GPU pool (default: pipelined — a run starts "
+                             "when a slot of pool 'gpu' is free, while the previous one stores its results)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="Dagster console log level of the runs")
     args = parser.parse_args(argv)
@@ -46,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"llem launch: error: {err}", file=sys.stderr)
             return 2
-        parallel = args.parallel or gpu_pool_limit(instance)
-        print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}, "
-              f"{parallel} run(s) at once", flush=True)
-        outcomes = materialize_partitions(args.date, hashes, parallel=parallel,
+        mode = f"{args.parallel} run(s) at once" if args.parallel else f"pipelined over {gpu_pool_limit(instance)} GPU slot(s)"
+        print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}, {mode}", flush=True)
+        outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,
                                           tags={"llem/study": args.study}, log_level=args.log_level)
         for o in outcomes:
             print(f"  {o.config_hash} {o.run_date} run {o.run_id}: {'SUCCESS' if o.success else 'FAILURE'}", flush=True)

@@ -129,3 +129,20 @@ def test_two_partitions_launched_together_never_overlap_and_rematerialising_keep
     ).to_pylist()
     assert len(windows) == 2
     assert windows[0]["end_time"] <= windows[1]["start_time"], windows
+
+
+def test_a_pipelined_study_starts_each_run_when_the_gpu_slot_frees(demo) -> None:
+    # the default launch: the next run starts once the previous run's GPU step has ended (it may overlap that
+    # run's CPU step), so it never waits on the pool's re-check interval with the GPU idle
+    instance, hashes, _ = demo
+    outcomes = materialize_partitions(_today(), hashes[1:3], poll_s=0.05)
+    assert [o.success for o in outcomes] == [True, True]
+
+    def first(run_id: str, step: str | None, event: str) -> float:
+        return min(e.timestamp for e in instance.all_logs(run_id) if e.step_key == step
+                   and e.dagster_event and e.dagster_event.event_type_value == event)
+
+    gpu_end = first(outcomes[0].run_id, "gpu_measurement", "STEP_SUCCESS")
+    assert first(outcomes[1].run_id, None, "PIPELINE_START") >= gpu_end
+    assert first(outcomes[1].run_id, "gpu_measurement", "STEP_START") >= gpu_end
+    assert len({instance.get_run_by_id(o.run_id).tags["llem/launch_id"] for o in outcomes}) == 2

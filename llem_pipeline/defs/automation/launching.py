@@ -1,7 +1,8 @@
 """Launch measurements without the daemon: register a study and materialise its partitions on an instance.
 
 Each partition is its own run through ``dg.execute_job`` (the job's in-process executor, pools enforced
-by the instance), several at once, each from its own spawned process (Dagster's run execution is not
+by the instance), started when a GPU slot is free (pipelined: the next GPU step overlaps the previous
+run's CPU step), several at once, each from its own spawned process (Dagster's run execution is not
 thread-safe: two runs in threads of one process deadlock in logging setup); the pool "gpu" and the
 GPU allocator serialise the GPU steps. Used by
 ``python -m llem_pipeline.defs.launch`` (``make demo``) and the tests.
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import time
+import uuid
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
 
-from llem_pipeline.defs.constants import GPU_POOL
+from llem_pipeline.defs.constants import GPU_POOL, GPU_STEP_KEY
 from llem_pipeline.defs.experiments.partitions import (
     CONFIG_PARTITIONS_NAME,
     measurement_key,
@@ -113,19 +116,85 @@ def materialize_partitions(
     run_date: str,
     config_hashes: Sequence[str],
     *,
-    parallel: int = 4,
+    parallel: int | None = None,
     tags: dict[str, str] | None = None,
     log_level: str = "INFO",
+    poll_s: float = 0.1,
 ) -> list[LaunchOutcome]:
-    """Run ``measure_experiments`` once per config hash for ``run_date``, up to ``parallel`` runs at once.
+    """Run ``measure_experiments`` once per config hash for ``run_date``; return the outcomes in
+    ``config_hashes`` order. Runs use the instance of DAGSTER_HOME (persistent: pools need it).
 
-    Runs use the instance of DAGSTER_HOME (persistent: pools need it). Returns the outcomes in
-    ``config_hashes`` order.
+    ``parallel=None`` (default) pipelines the study over the GPU pool: a run starts as soon as a GPU slot
+    is free — its GPU step can begin while the previous run still stores its results (CPU step) — and
+    never earlier, so no run waits on the pool's growing re-check interval (1 s, ×1.1 per check, up to
+    15 s) while the GPU idles. ``parallel=N`` starts N runs at once instead (each waits on the pool).
     """
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(parallel, len(config_hashes))), mp_context=spawn) as pool:
-        futures = [pool.submit(_run_one, run_date, h, dict(tags or {}), log_level) for h in config_hashes]
-        return [f.result() for f in futures]
+    base_tags = dict(tags or {})
+    if parallel is not None:
+        with ProcessPoolExecutor(max_workers=max(1, min(parallel, len(config_hashes))), mp_context=spawn) as pool:
+            futures = [pool.submit(_run_one, run_date, h, base_tags, log_level) for h in config_hashes]
+            return [f.result() for f in futures]
+    with dg.DagsterInstance.get() as instance:
+        slots = gpu_pool_limit(instance)
+        gate = _GpuGate(instance, slots)
+        workers = max(1, min(2 * slots, len(config_hashes)))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+            futures = []
+            for h in config_hashes:
+                launch_id = uuid.uuid4().hex
+                gate.wait_for_slot(poll_s)
+                future = pool.submit(_run_one, run_date, h, {**base_tags, LAUNCH_TAG: launch_id}, log_level)
+                gate.launched(launch_id, future)
+                futures.append(future)
+            return [f.result() for f in futures]
+
+
+LAUNCH_TAG = "llem/launch_id"
+_GPU_STEP_END = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+
+
+class _GpuGate:
+    """Tracks the runs this launcher started until their GPU step has ended (by their event log)."""
+
+    def __init__(self, instance: dg.DagsterInstance, slots: int) -> None:
+        self.instance = instance
+        self.slots = slots
+        self.in_gpu_phase: dict[str, Future] = {}
+        self.run_ids: dict[str, str] = {}
+
+    def launched(self, launch_id: str, future: Future) -> None:
+        """Record a run just submitted (it holds, or will hold, a GPU slot)."""
+        self.in_gpu_phase[launch_id] = future
+
+    def _gpu_done(self, launch_id: str, future: Future) -> bool:
+        """Return True when the run's GPU step has ended (success or failure) or the run is over."""
+        if future.done():
+            return True
+        run_id = self.run_ids.get(launch_id)
+        if run_id is None:
+            runs = self.instance.get_runs(filters=dg.RunsFilter(tags={LAUNCH_TAG: launch_id}), limit=1)
+            if not runs:
+                return False
+            run_id = self.run_ids[launch_id] = runs[0].run_id
+        records = self.instance.get_records_for_run(run_id, of_type=_GPU_STEP_END).records
+        return any(r.event_log_entry.step_key == GPU_STEP_KEY for r in records)
+
+    def _pool_has_free_slot(self) -> bool:
+        """Return True when pool "gpu" has an unclaimed slot (or is not initialised yet)."""
+        info = self.instance.event_log_storage.get_concurrency_info(GPU_POOL)
+        return info.slot_count == 0 or info.active_slot_count < info.slot_count
+
+    def wait_for_slot(self, poll_s: float) -> None:
+        """Block until fewer than ``slots`` launched runs are before or in their GPU step and the pool has a
+        free slot (re-checked every ``poll_s`` s)."""
+        while True:
+            for launch_id, future in list(self.in_gpu_phase.items()):
+                if self._gpu_done(launch_id, future):
+                    del self.in_gpu_phase[launch_id]
+            if len(self.in_gpu_phase) < self.slots and self._pool_has_free_slot():
+                return
+            time.sleep(poll_s)
 
 
 def refresh_report(instance: dg.DagsterInstance, log_level: str = "INFO") -> bool:

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from llem_pipeline.defs.constants import GPU_OP_TAG, GPU_POOL, HARNESS_CODE_VERSION, MEASUREMENT_GROUP, OWNERS
+from llem_pipeline.defs.constants import (
+    GPU_OP_TAG,
+    GPU_POOL,
+    GPU_STEP_KEY,
+    HARNESS_CODE_VERSION,
+    MEASUREMENT_GROUP,
+    OWNERS,
+)
 from llem_pipeline.defs.experiments.partitions import measurement_partitions, split_measurement_key
 from llem_pipeline.defs.experiments.registry import resolve_config
 from llem_pipeline.defs.measurements.devices import DeviceSpecError
@@ -43,7 +50,7 @@ def _fail(description: str, **metadata: str) -> dg.Failure:
 
 
 @dg.multi_asset(
-    name="gpu_measurement",
+    name=GPU_STEP_KEY,
     outs={
         ENVIRONMENT: _out("Software and hardware of the measurement (environment.json of the run folder).", {"nvidia", "json"}),
         BASELINE: _out("Idle power of the same GPUs before the model loaded, W (baseline.json; None when disabled).", {"nvidia", "json"}),
