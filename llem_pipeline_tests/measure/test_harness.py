@@ -2,49 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from llem_pipeline.domain.config import ExperimentConfig
-from llem_pipeline.domain.requests import RequestRecord
 from llem_pipeline.domain.warnings import warning_code
-from llem_pipeline.engines.protocol import EngineInfo, PromptSet
+from llem_pipeline.engines.protocol import PromptSet
 from llem_pipeline.measure.baseline import measure_baseline
 from llem_pipeline.measure.devices.simulated import Constant, ReasonSpan, SimulatedDevice
 from llem_pipeline.measure.harness import measure_process
-
-
-class PacedEngine:
-    """An Engine-protocol test double: every request takes ``step_s`` per token, one request at a time."""
-
-    def __init__(self, out_tokens: int, step_s: float) -> None:
-        self.out_tokens = out_tokens
-        self.step_s = step_s
-        self.info = EngineInfo(backend="pytorch", backend_version="test", model_memory_mb=1.0)
-        self.cleaned = 0
-
-    def _one(self, i: int, prompt: list[int]) -> RequestRecord:
-        submit = time.perf_counter()
-        times = []
-        for _ in range(self.out_tokens):
-            time.sleep(self.step_s)
-            times.append(time.perf_counter())
-        return RequestRecord(request_index=i, input_tokens=len(prompt), output_tokens=self.out_tokens,
-                             submit_time_s=submit, first_token_time_s=times[0], token_times_s=times,
-                             done_time_s=times[-1], finish_reason="length")
-
-    def warmup(self, prompts):
-        return [self._one(i, p) for i, p in enumerate(prompts)]
-
-    def run(self, prompts):
-        return [self._one(i, p) for i, p in enumerate(prompts)]
-
-    def peak_memory_mb(self):
-        return None
-
-    def cleanup(self):
-        self.cleaned += 1
+from llem_pipeline_tests.engine_doubles import PacedEngine
 
 
 def _measure(config, devices, engine, baseline=None, on_progress=None):

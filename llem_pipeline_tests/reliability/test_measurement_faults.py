@@ -30,11 +30,11 @@ from llem_pipeline.measure.devices.fake_pynvml import ErrorInjection, FakePynvml
 from llem_pipeline.measure.devices.nvml import close_devices, open_nvml_devices
 from llem_pipeline.measure.devices.simulated import Constant, ReasonSpan, SimulatedDevice
 from llem_pipeline.measure.harness import ProcessOutcome, measure_process
+from llem_pipeline_tests.engine_doubles import PacedEngine
 from llem_pipeline_tests.reliability.support import (
     SLOW_CONFIG,
     TINY_CONFIG,
     CaseResult,
-    PacedEngine,
     count_tracebacks,
     leftovers,
     one_line_error,
