@@ -21,6 +21,8 @@ import pytest
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import ResultStore
 from llem_pipeline_tests.reliability.support import PROJECT_ROOT, CaseResult, count_tracebacks
+from llem_pipeline_tests.storage.rewriting_writer import SIZES
+from llem_pipeline_tests.storage.rewriting_writer import WRITER as REWRITING_WRITER
 from llem_pipeline_tests.storage.run_folder_factory import (
     make_config,
     requests_table,
@@ -148,24 +150,6 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
     return res
 
 
-KILLED_WRITER = textwrap.dedent(
-    """
-    import sys
-    from llem_pipeline.storage import ResultStore
-    from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
-    db, day, h = sys.argv[1:4]
-    sizes = {"new-a": (130_000, 9), "new-b": (70_000, 13)}
-    tables = {r: {"power_samples": timeseries_table(s, seed=1), "requests": requests_table(q)} for r, (s, q) in sizes.items()}
-    store = ResultStore(db, lock_timeout_s=60)
-    store.ensure_schema()
-    print("ready", flush=True)
-    while True:
-        for run_id, t in tables.items():
-            store.write_tables(day, h, run_id, t)
-    """
-)
-# run_id -> (samples, requests): each run has its own sizes, so a half-written partition shows.
-KILL_SIZES = {"old": (1000, 4), "new-a": (130_000, 9), "new-b": (70_000, 13)}
 
 
 def sigkill_during_writes(data_dir: Path, kills: int, seed: int = 0) -> CaseResult:
@@ -177,7 +161,7 @@ def sigkill_during_writes(data_dir: Path, kills: int, seed: int = 0) -> CaseResu
     store.write_tables(DAY, h, "old", {"power_samples": timeseries_table(1000), "requests": requests_table(4)})
     rng = random.Random(seed)
     for k in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(store.path), DAY, h], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-c", REWRITING_WRITER, str(store.path), DAY, h], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
         assert proc.stdout is not None
         ready = proc.stdout.readline().strip() == "ready"
@@ -190,7 +174,7 @@ def sigkill_during_writes(data_dir: Path, kills: int, seed: int = 0) -> CaseResu
             counts = store.row_counts()
             run = ids["requests"][0] if len(ids["requests"]) == 1 else None
             ok = ready and ids["power_samples"] == ids["requests"] and run is not None and (
-                (counts["power_samples"], counts["requests"]) == KILL_SIZES[run])
+                (counts["power_samples"], counts["requests"]) == SIZES[run])
             res.record(ok, f"kill {k}: runs {ids}, counts {counts}", rows_lost=int(not ok),
                        unhandled=count_tracebacks(err))
         except Exception as exc:

@@ -7,37 +7,19 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from llem_pipeline.storage import ResultStore
+from llem_pipeline_tests.storage.rewriting_writer import SIZES, WRITER
 from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
 
 KILLS = int(os.environ.get("LLEM_CRASH_KILLS", "3"))  # issue 7 asks 20: LLEM_CRASH_KILLS=20
+
 DAY = "2026-11-01"
 H = "00000000000000aa"
-# run_id -> (samples, requests): every run has its own sizes so a half-written partition shows.
-SIZES = {"old": (1000, 4), "new-a": (130_000, 9), "new-b": (70_000, 13)}
-
-WRITER = textwrap.dedent(
-    """
-    import sys
-    from llem_pipeline.storage import ResultStore
-    from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
-    db, day, h = sys.argv[1:4]
-    sizes = {"new-a": (130_000, 9), "new-b": (70_000, 13)}
-    tables = {r: {"power_samples": timeseries_table(s, seed=1), "requests": requests_table(q)} for r, (s, q) in sizes.items()}
-    store = ResultStore(db, lock_timeout_s=60)
-    store.ensure_schema()
-    print("ready", flush=True)
-    while True:
-        for run_id, t in tables.items():
-            store.write_tables(day, h, run_id, t)
-    """
-)
 
 
 def _consistent(store: ResultStore) -> str:
