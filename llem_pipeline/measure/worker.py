@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,7 +157,7 @@ def _process_main(payload: dict[str, Any], events: Any) -> None:
         t0 = outcome.inference_start_mono_s
         t = outcome.samples["t_mono_s"]
         done = max(r.done_time_s for r in outcome.requests)
-        phase = ["warmup" if x < t0 else ("window" if x <= done else "idle") for x in t]
+        phase = sample_phases(t, t0, outcome.window_mono_s, done)
         write_timeseries_parquet(outcome.samples, out / f"timeseries_{k}.parquet", t0,
                                  extra_columns={"process_index": k, "phase": phase})
         records = [r.model_copy(update={"process_index": k}) for r in outcome.requests]
@@ -175,6 +175,28 @@ def _process_main(payload: dict[str, Any], events: Any) -> None:
         except Exception:
             pass
         raise SystemExit(1) from None
+
+
+def sample_phases(t_mono_s: Sequence[float], inference_start_s: float, window_mono_s: tuple[float, float],
+                  last_done_s: float) -> list[str]:
+    """Return one phase label per sample time (monotonic s): ``warmup`` before the first submission,
+    ``ramp_up`` from it to the reported window, ``window`` inside the reported window (both ends included,
+    as ``Samples.between``: exactly the samples counted in ``sample_count``), ``drain`` from the window's
+    end to the last token, ``idle`` after it."""
+    a, b = window_mono_s
+    out = []
+    for x in t_mono_s:
+        if a <= x <= b:
+            out.append("window")
+        elif x < inference_start_s:
+            out.append("warmup")
+        elif x < a:
+            out.append("ramp_up")
+        elif x <= last_done_s:
+            out.append("drain")
+        else:
+            out.append("idle")
+    return out
 
 
 def _die_with_parent(parent_pid: int | None) -> None:

@@ -40,6 +40,11 @@ def run_worker(data_dir: Path, tmp: Path, config: dict, *extra: str, devices: st
     )
 
 
+def raw_sample_count(run: Path) -> int:
+    """Return the in-window sample count the process result reports."""
+    return RawProcessResult.model_validate_json((run / "process_0.json").read_text()).sample_count
+
+
 def test_worker_writes_a_complete_labelled_run_folder(data_dir, tmp_path):
     proc = run_worker(data_dir, tmp_path, TINY, "--timeout", "300", "--run-id", "r1",
                       "--baseline-cache", str(data_dir / "baseline_cache.json"))
@@ -67,7 +72,13 @@ def test_worker_writes_a_complete_labelled_run_folder(data_dir, tmp_path):
     assert result.aggregation.num_processes == 1 and result.aggregation.temporal_overlap_verified
     ts = pq.read_table(run / "timeseries.parquet")
     assert {"process_index", "device_uuid", "t_rel_s", "utc", "power_w", "energy_mj", "phase"} <= set(ts.column_names)
-    assert set(ts.column("phase").to_pylist()) >= {"warmup", "window"}
+    phases = ts.column("phase").to_pylist()
+    assert "warmup" in phases and set(phases) <= {"warmup", "ramp_up", "window", "drain", "idle"}
+    # "window" labels exactly the samples the result counted (a short window under load may hold none:
+    # then the result says so with too_few_samples instead of the trace claiming otherwise)
+    assert phases.count("window") == raw_sample_count(run)
+    if phases.count("window") == 0:
+        assert "too_few_samples" in {warning_code(w) for w in result.measurement_warnings}
     req = pq.read_table(run / "requests.parquet")
     assert req.num_rows == 8 and set(req.column("output_tokens").to_pylist()) == {12}
     raw = RawProcessResult.model_validate_json((run / "process_0.json").read_text())
