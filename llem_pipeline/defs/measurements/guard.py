@@ -1,6 +1,9 @@
-"""A hard wall-clock limit around the measurement worker: ``python -m llem_pipeline.defs.measurements.guard``.
+"""A hard wall-clock limit around the measurement worker, run as a stdlib-only script.
 
-    python -m llem_pipeline.defs.measurements.guard --timeout S --grace S --stderr-log FILE -- CMD ARGS...
+    python -I -S .../llem_pipeline/defs/measurements/guard.py --timeout S --grace S --stderr-log FILE -- CMD ARGS...
+
+(``-m llem_pipeline.defs.measurements.guard`` works too, but imports the package first: ~0.2 s more per
+measurement, which the GPU step pays with the GPU held.)
 
 Runs CMD in its own process group, copies its stderr to our stderr and to FILE (so the caller can
 quote the worker's one-line error), forwards SIGINT/SIGTERM to the whole group, and when CMD outlives
@@ -16,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 TIMEOUT_EXIT = 124
@@ -51,24 +53,28 @@ def run_guarded(command: list[str], timeout_s: float, grace_s: float, stderr_log
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, forward)
-    deadline = time.monotonic() + timeout_s
-    timed_out = False
-    while proc.poll() is None:
-        if time.monotonic() > deadline and not timed_out:
-            timed_out = True
-            message = f"llem-guard: the worker ran longer than {timeout_s:g} s; stopped it (SIGTERM, then SIGKILL)\n"
-            sys.stderr.write(message)
-            with open(stderr_log, "a", encoding="utf-8") as log:
-                log.write(message)
-            _signal_group(proc, signal.SIGTERM)
-            deadline = time.monotonic() + grace_s
-        elif timed_out and time.monotonic() > deadline:
+    exited = threading.Event()
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        # the deadline passed with the worker still running: SIGTERM the group, SIGKILL it after the grace
+        timed_out.set()
+        message = f"llem-guard: the worker ran longer than {timeout_s:g} s; stopped it (SIGTERM, then SIGKILL)\n"
+        sys.stderr.write(message)
+        with open(stderr_log, "a", encoding="utf-8") as log:
+            log.write(message)
+        _signal_group(proc, signal.SIGTERM)
+        if not exited.wait(grace_s):
             _signal_group(proc, signal.SIGKILL)
-            proc.wait()
-            break
-        time.sleep(0.1)
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    proc.wait()  # returns the moment the worker exits (no polling interval added to every measurement)
+    exited.set()
+    timer.cancel()
     copier.join(timeout=5)
-    return TIMEOUT_EXIT if timed_out else proc.returncode
+    return TIMEOUT_EXIT if timed_out.is_set() else proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

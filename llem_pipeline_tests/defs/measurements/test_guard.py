@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from llem_pipeline.defs.measurements.guard import TIMEOUT_EXIT, run_guarded
-from llem_pipeline.defs.measurements.worker import worker_error
+from llem_pipeline.defs.measurements.worker import GUARD_SCRIPT, worker_error
 
 
 def test_exit_code_and_stderr_pass_through(tmp_path: Path) -> None:
@@ -46,10 +46,22 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 def test_guard_cli_forwards_sigint(tmp_path: Path) -> None:
     code = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(42)); print('ready', flush=True); time.sleep(30)"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llem_pipeline.defs.measurements.guard", "--timeout", "60",
+        [sys.executable, "-I", "-S", GUARD_SCRIPT, "--timeout", "60",
          "--stderr-log", str(tmp_path / "e.log"), "--", sys.executable, "-c", code],
         stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     proc.send_signal(2)
     assert proc.wait(timeout=10) == 42
+
+
+def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", GUARD_SCRIPT, "--timeout", "0.5", "--grace", "0.5",
+         "--stderr-log", str(tmp_path / "e.log"), "--", sys.executable, "-c", code],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert proc.wait(timeout=30) == TIMEOUT_EXIT
+    assert "ran longer than 0.5 s" in (tmp_path / "e.log").read_text()

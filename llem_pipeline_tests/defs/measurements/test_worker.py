@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from llem_pipeline.defs.measurements.worker import MeasurementWorker
+from llem_pipeline.defs.measurements.worker import GUARD_SCRIPT, MeasurementWorker
 
 
 def test_command_is_guarded_worker_invocation(tmp_path: Path, llem_env: Path) -> None:
@@ -15,7 +15,8 @@ def test_command_is_guarded_worker_invocation(tmp_path: Path, llem_env: Path) ->
         run_id="r1", experiment_id="e1", stderr_log=tmp_path / "err",
     )
     guard, worker_cmd = cmd[: cmd.index("--")], cmd[cmd.index("--") + 1 :]
-    assert guard[:3] == [sys.executable, "-m", "llem_pipeline.defs.measurements.guard"]
+    # the guard runs by path, isolated and without site-packages (stdlib only: no package import per run)
+    assert guard[:4] == [sys.executable, "-I", "-S", GUARD_SCRIPT] and Path(GUARD_SCRIPT).is_file()
     assert guard[guard.index("--timeout") + 1] == "660"
     assert worker_cmd[:3] == [sys.executable, "-m", "llem_pipeline.measure"]
     pairs = dict(zip(worker_cmd[3::2], worker_cmd[4::2], strict=True))
