@@ -120,6 +120,10 @@ def test_two_partitions_launched_together_never_overlap_and_rematerialising_keep
         end = [e.timestamp for e in logs if e.user_message.startswith("GPU lease ends: ")]
         assert len(begin) == len(end) == 1, [e.user_message for e in logs]
         spans.append((begin[0], end[0]))
+        # the worker's milestones reach the Dagster log; its per-step lines (some inside the window) do not
+        worker = [e.user_message.split()[1] for e in logs if e.user_message.startswith("llem-measure: ")]
+        assert {"plan", "process_done", "steps", "result"} <= set(worker), worker
+        assert not any('"step": "run"' in e.user_message or "step_end" in e.user_message for e in logs), worker
     spans.sort()
     assert spans[0][1] <= spans[1][0], spans
     # ... so the measurement windows stored in DuckDB are disjoint
