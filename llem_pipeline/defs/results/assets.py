@@ -9,9 +9,11 @@ keyed by the measurement run's id, so re-materialising replaces them.
 """
 
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llem_pipeline.defs.charts import embed_png, power_trace_png, save_png
@@ -26,6 +28,8 @@ from llem_pipeline.defs.results.quality import CHECK_DESCRIPTIONS, run_checks
 from llem_pipeline.defs.results.summary import headline_metadata, summary_markdown
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
+from llem_pipeline.domain.experiment import ExperimentResult
+from llem_pipeline.storage import ResultStore
 from llem_pipeline.storage import rows as R
 
 RESULTS, POWER, LATENCIES = "experiment_results", "power_timeseries", "request_latencies"
@@ -86,22 +90,17 @@ def store_results(
     store = llem_store.store()
     prev, prev_label = previous_j_per_token(store, folder.config_hash, folder.run_id, result.start_time)
     outcomes = run_checks(result, prev, prev_label)
-    day, h, run_id = folder.run_date, folder.config_hash, folder.run_id
+    day, run_id = folder.run_date, folder.run_id
     samples = pq.read_table(folder.timeseries_path)
     requests = pq.read_table(folder.requests_path)
-    counts = store.write_tables(day, h, run_id, {
-        # the study comes from experiment_configs inside the write (when exactly one study registered the config)
-        "experiment_results": R.rows_to_table([R.experiment_result_row(result, day, run_id, None)]),
-        "process_results": R.rows_to_table(R.process_result_rows(folder.process_results(), day, h, run_id)),
-        "environment_snapshots": R.rows_to_table([R.environment_row(environment_snapshot, day, h, run_id)]),
-        "baselines": R.rows_to_table(R.baseline_rows(baseline_power, day, h, run_id) if baseline_power else []),
-        "power_samples": samples,
-        "requests": requests,
-    })
-    t, p, s, window = trace_series(samples)
-    png = power_trace_png(t, p, s, window, f"power · {h} · {day}")
-    image = embed_png(png, "power trace")
+    # the chart is drawn while DuckDB writes (its execution and fsync release the GIL), saved once the write
+    # landed; a drawing error still fails the step
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llem-chart") as drawing:
+        chart = drawing.submit(_power_trace_png, samples, folder)
+        counts = _write_partition(store, folder, result, environment_snapshot, baseline_power, samples, requests)
+        png = chart.result()
     path = save_png(png, chart_path(folder, "power_trace"))
+    image = embed_png(png, "power trace")
     common = {"run_id": run_id, "run_dir": dg.MetadataValue.path(str(folder.path))}
     yield dg.MaterializeResult(
         asset_key=RESULTS,
@@ -133,3 +132,24 @@ def store_results(
         asset_key=LATENCIES,
         metadata={**latency_metadata(requests), **common, "dagster/row_count": counts["requests"]},
     )
+
+
+def _power_trace_png(samples: pa.Table, folder: RunFolder) -> bytes:
+    """Return the PNG bytes of the partition's power trace (W over s from inference start)."""
+    t, p, series, window = trace_series(samples)
+    return power_trace_png(t, p, series, window, f"power · {folder.config_hash} · {folder.run_date}")
+
+
+def _write_partition(store: ResultStore, folder: RunFolder, result: ExperimentResult, environment: EnvironmentSnapshot,
+                     baseline: dict[str, Any] | None, samples: pa.Table, requests: pa.Table) -> dict[str, int]:
+    """Write the partition's six tables in one transaction; returns the rows written per table."""
+    day, h, run_id = folder.run_date, folder.config_hash, folder.run_id
+    return store.write_tables(day, h, run_id, {
+        # the study comes from experiment_configs inside the write (when exactly one study registered the config)
+        "experiment_results": R.rows_to_table([R.experiment_result_row(result, day, run_id, None)]),
+        "process_results": R.rows_to_table(R.process_result_rows(folder.process_results(), day, h, run_id)),
+        "environment_snapshots": R.rows_to_table([R.environment_row(environment, day, h, run_id)]),
+        "baselines": R.rows_to_table(R.baseline_rows(baseline, day, h, run_id) if baseline else []),
+        "power_samples": samples,
+        "requests": requests,
+    })
