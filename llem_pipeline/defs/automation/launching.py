@@ -128,9 +128,24 @@ def _warm_runner() -> None:
         pass
 
 
-def _ready() -> bool:
-    """Return True (a no-op task that makes the pool start a runner process)."""
-    return True
+def _runner_pid(hold_s: float) -> int:
+    """Return this runner's pid after ``hold_s`` s (so one warm runner cannot take every probe)."""
+    time.sleep(hold_s)
+    return os.getpid()
+
+
+def _start_runners(pool: ProcessPoolExecutor, workers: int, timeout_s: float = 300.0) -> float:
+    """Start ``workers`` runner processes and wait until each has warmed up (ran a probe task); returns the
+    seconds it took. After ``timeout_s`` s it returns anyway (a slow runner then warms up during a run)."""
+    t0 = time.perf_counter()
+    seen: set[int] = set()
+    pending = [pool.submit(_runner_pid, 0.05) for _ in range(workers)]
+    while len(seen) < workers and time.perf_counter() - t0 < timeout_s:
+        done = pending.pop(0)
+        seen.add(done.result())
+        if len(seen) + len(pending) < workers:
+            pending.append(pool.submit(_runner_pid, 0.05))
+    return time.perf_counter() - t0
 
 
 @functools.cache
@@ -150,6 +165,7 @@ def materialize_partitions(
     tags: dict[str, str] | None = None,
     log_level: str = "INFO",
     poll_s: float = 0.1,
+    stats: dict[str, float] | None = None,
 ) -> list[LaunchOutcome]:
     """Run ``measure_experiments`` once per config hash for ``run_date``; return the outcomes in
     ``config_hashes`` order. Runs use the instance of DAGSTER_HOME (persistent: pools need it).
@@ -157,7 +173,10 @@ def materialize_partitions(
     ``parallel=None`` (default) pipelines the study over the GPU pool: a run starts as soon as a GPU slot
     is free — its GPU step can begin while the previous run still stores its results (CPU step) — and
     never earlier, so no run waits on the pool's growing re-check interval (1 s, ×1.1 per check, up to
-    15 s) while the GPU idles. ``parallel=N`` starts N runs at once instead (each waits on the pool).
+    15 s) while the GPU idles. Its partition-runner processes start and warm up (code location, instance,
+    first chart) before the first run: one started on demand later would import Dagster while a measurement
+    runs, or while the GPU waits. ``parallel=N`` starts N runs at once instead (each waits on the pool).
+    ``stats``, when given, receives ``runners_ready_s`` (s until every runner was warm: a per-study cost).
     """
     spawn = multiprocessing.get_context("spawn")
     base_tags = dict(tags or {})
@@ -171,10 +190,9 @@ def materialize_partitions(
         gate = _GpuGate(instance, slots)
         workers = max(1, min(2 * slots, len(config_hashes)))
         with ProcessPoolExecutor(max_workers=workers, mp_context=spawn, initializer=_warm_runner) as pool:
-            # start every partition runner now: one spawned on demand later would import Dagster and the code
-            # location (~1.5 s) while the GPU waits for its run
-            for _ in range(workers):
-                pool.submit(_ready)
+            ready_s = _start_runners(pool, workers)
+            if stats is not None:
+                stats["runners_ready_s"] = ready_s
             futures = []
             for h in config_hashes:
                 launch_id = uuid.uuid4().hex
