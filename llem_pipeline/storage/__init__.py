@@ -3,8 +3,10 @@
 Imports dagster only in ``io_manager``; never imports ``llem_pipeline.measure``.
 """
 
+from llem_pipeline.storage.audit import Discrepancy
 from llem_pipeline.storage.errors import (
     LockTimeoutError,
+    PartitionLostWarning,
     ReadOnlyViolation,
     RunFolderError,
     StorageError,
@@ -24,7 +26,9 @@ __all__ = [
     "PARTITIONED_TABLES",
     "TABLES",
     "VIEWS",
+    "Discrepancy",
     "LockTimeoutError",
+    "PartitionLostWarning",
     "ReadOnlyViolation",
     "ResultStore",
     "RunFolderError",

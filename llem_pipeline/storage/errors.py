@@ -36,3 +36,12 @@ class WriteVerificationError(StorageError):
 
 class WriteVerificationWarning(UserWarning):
     """A committed write counted back wrong and was rewritten once (the rewrite verified): report it."""
+
+
+class PartitionLostWarning(UserWarning):
+    """Partitions the store wrote (per its manifest or its write journal) are missing or changed in the file.
+
+    Issued by the next partition write when its cheap audit finds a discrepancy (the write itself goes
+    ahead); ``ResultStore.audit()`` / ``llem sql --audit`` list every discrepancy. Each message names the
+    table, the partition, the rows expected and the rows found.
+    """

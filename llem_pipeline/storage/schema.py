@@ -26,6 +26,8 @@ PARTITIONED_TABLES: tuple[str, ...] = (
     "requests",
 )
 TABLES: tuple[str, ...] = ("experiment_configs", *PARTITIONED_TABLES)
+# The store's own bookkeeping (migration 4): written by ResultStore in each partition write's transaction.
+BOOKKEEPING_TABLES: tuple[str, ...] = ("partition_manifest", "write_sequence")
 VIEWS: tuple[str, ...] = ("latest_results", "efficiency", "nightly_trend")
 PARTITION_COLUMNS: tuple[str, ...] = ("run_date", "config_hash", "run_id")
 
@@ -33,6 +35,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "schema.sql", "initial schema: configs, results, processes, environment, baselines, samples, requests"),
     (2, "migrations/002_nightly_trend_columns.sql", "previous-night columns on experiment_results for nightly_trend"),
     (3, "migrations/003_schema_views.sql", "schema_views: which views.sql is applied"),
+    (4, "migrations/004_partition_manifest.sql", "partition_manifest and write_sequence: what the store wrote (audit)"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

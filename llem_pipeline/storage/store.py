@@ -23,20 +23,37 @@ its writer reported success):
   WriteVerificationWarning naming the mismatch (a recovered loss is reported, never silent); a
   second mismatch raises WriteVerificationError (``committed=True``).
 
-Store writes to one file are serialized within a process (a lock per path), so no other store
-write can land between a COMMIT and its check; other processes cannot write while this
-connection holds the file. The checks cost one count per table over the partition's rows
-(write_batch adds the keys' min/max so DuckDB skips other row groups).
+Store writes to one file are serialized within a process (a lock per path) and across processes
+(``locking.write_lock``: an exclusive flock on ``<db>.write.lock`` held from before
+``duckdb.connect`` until after ``close``), so no other store write can land between a COMMIT and its
+check, and no writer can open the file while another one is between its open and its close. The
+checks cost one count per table over the partition's rows (write_batch adds the keys' min/max so
+DuckDB skips other row groups).
 
-Limit: the checks see this connection's view up to its close. A loss that happens later (the
-issue-7 case reproduced once in 51 runs of 8 writers x 50 partitions: a partition whose write had
-passed both checks was missing at the end; DuckDB 2.0.1, writers in separate processes) is not
-seen by the writer; the reliability case ``concurrent_writers`` reports it by partition.
+Loss after the writer closed (issue 7: reproduced once in 51 runs of 8 writers x 50 partitions: a
+partition whose write had passed both checks was missing at the end). Cause: DuckDB 2.0.1 reads the
+database header before it takes its file lock, so a second writer could open the file with the
+header from before the first writer's last commit and checkpoint over it (locking.py explains and
+the writer lock closes it). So that any such loss is impossible to miss, every partition write also:
+
+- records, in its transaction, one ``partition_manifest`` row per (table, partition) replaced (rows,
+  run_id, writer pid, time, write number) and bumps ``write_sequence``;
+- appends the same rows to the write journal ``<db>.writes.jsonl`` after COMMIT + CHECKPOINT +
+  verification, still under the writer lock (journal.py): it survives a loss of the whole
+  transaction, which the manifest inside the file does not;
+- starts with a cheap audit (audit.quick_totals: one count per table against the manifest's sums,
+  and the file's write number against the journal's last one); a difference runs the full audit and
+  issues a PartitionLostWarning naming each partition (table, partition, expected and found rows)
+  after the write. The write itself goes ahead: a loss never blocks new results.
+
+``ResultStore.audit()`` (and ``llem sql --audit``) runs the full audit on demand.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,10 +68,13 @@ import pyarrow.compute as pc
 
 from llem_pipeline import paths
 from llem_pipeline.domain import ExperimentConfig, ExperimentResult, compute_measurement_config_hash
-from llem_pipeline.storage import locking
+from llem_pipeline.storage import audit as A
+from llem_pipeline.storage import journal, locking
 from llem_pipeline.storage import rows as R
+from llem_pipeline.storage.audit import Discrepancy
 from llem_pipeline.storage.errors import (
     LockTimeoutError,
+    PartitionLostWarning,
     StorageError,
     WriteVerificationError,
     WriteVerificationWarning,
@@ -71,6 +91,8 @@ from llem_pipeline.storage.schema import (
 from llem_pipeline.storage.sql_guard import check_read_only
 
 T = TypeVar("T")
+# Records the manifest rows of one write: (connection, write number, time, pid) -> None.
+ManifestWriter = Callable[[duckdb.DuckDBPyConnection, int, datetime, int], None]
 _STAGING = "_llem_rows"  # the one name under which incoming arrow tables are registered
 READ_CONFIG: dict[str, Any] = {"enable_external_access": False}
 _PATH_LOCKS: dict[Path, threading.Lock] = {}
@@ -118,9 +140,20 @@ class ResultStore:
         self.lock_timeout_s = locking.default_lock_timeout_s() if lock_timeout_s is None else float(lock_timeout_s)
         self.connection_config = dict(connection_config or {})
         self._schema_ready = False
+        self._reported: set[tuple[Any, ...]] = set()  # audit findings already warned about by this store
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.path)!r})"
+
+    @property
+    def journal_path(self) -> Path:
+        """The write journal next to the database: ``<db>.writes.jsonl`` (journal.py)."""
+        return journal.journal_path(self.path)
+
+    @property
+    def write_lock_path(self) -> Path:
+        """The cross-process writer lock next to the database: ``<db>.write.lock`` (locking.write_lock)."""
+        return locking.write_lock_path(self.path)
 
     @property
     def data_dir(self) -> Path:
@@ -128,41 +161,68 @@ class ResultStore:
         return self._data_dir if self._data_dir is not None else paths.data_dir()
 
     # ------------------------------------------------------------------ connections
-    def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T], checks: Sequence[_Check] = ()) -> T:
+    def _write(
+        self,
+        work: Callable[[duckdb.DuckDBPyConnection], T],
+        checks: Sequence[_Check] = (),
+        manifest: ManifestWriter | None = None,
+    ) -> T:
         """Run ``work(con)`` in one read-write transaction (retried whole on lock/conflict); return its value.
 
-        ``checks`` are verified before COMMIT (a mismatch rolls back) and after it (a mismatch retries
-        the whole write once, with a WriteVerificationWarning, then raises); see the module docstring.
+        The whole attempt (connect ... close) holds the process's path lock and the cross-process
+        writer lock, both waited for within ``lock_timeout_s`` s in total. ``checks`` are verified
+        before COMMIT (a mismatch rolls back) and after it (a mismatch retries the whole write once,
+        with a WriteVerificationWarning, then raises); see the module docstring. ``manifest`` (partition
+        writes) records the manifest rows in the transaction; the write is then audited first and
+        journaled after (a PartitionLostWarning, issued after the write, names what the audit found).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        findings: list[Discrepancy] = []
 
         def attempt() -> T:
-            con = duckdb.connect(str(self.path), read_only=False, config=self.connection_config)
-            try:
-                _quiet(con)
-                con.execute("BEGIN TRANSACTION")
+            lines: list[dict[str, Any]] = []
+            with locking.write_lock(self.path, timeout_s=max(deadline - time.monotonic(), 0.0)):
+                con = duckdb.connect(str(self.path), read_only=False, config=self.connection_config)
                 try:
-                    out = work(con)
-                    self._verify(con, checks, committed=False)
-                    con.execute("COMMIT")
-                except BaseException:
+                    _quiet(con)
+                    con.execute("BEGIN TRANSACTION")
                     try:
-                        con.execute("ROLLBACK")
-                    except duckdb.Error:
-                        pass
-                    raise
-                if checks:
-                    con.execute("CHECKPOINT")
-                    self._verify(con, checks, committed=True)
+                        seq = 0
+                        if manifest is not None:
+                            seq, found = self._precheck(con)
+                            findings[:] = found
+                        out = work(con)
+                        self._verify(con, checks, committed=False)
+                        if manifest is not None:
+                            lines = _record_write(con, manifest, seq)
+                        con.execute("COMMIT")
+                    except BaseException:
+                        try:
+                            con.execute("ROLLBACK")
+                        except duckdb.Error:
+                            pass
+                        raise
+                    if checks:
+                        con.execute("CHECKPOINT")
+                        self._verify(con, checks, committed=True)
+                finally:
+                    con.close()
+                if lines:
+                    try:
+                        journal.append(self.journal_path, lines)
+                    except OSError as exc:
+                        warnings.warn(PartitionLostWarning(
+                            f"the write is committed but the write journal {str(self.journal_path)!r} could not be "
+                            f"appended ({exc}): the audit cannot vouch for this write. Free disk space / fix permissions."
+                        ), stacklevel=4)
                 return out
-            finally:
-                con.close()
 
         def serialized_attempt() -> T:
             # Held for one attempt, not across backoff sleeps: no other store write of this process
             # lands between this COMMIT and its check.
             lock = _path_lock(self.path)
-            if not lock.acquire(timeout=max(self.lock_timeout_s, 0.001)):
+            if not lock.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
                 raise LockTimeoutError(
                     f"another thread of this process kept writing {str(self.path)!r} for more than "
                     f"{self.lock_timeout_s:.1f} s: raise ResultStore(lock_timeout_s=...) / LLEM_DUCKDB_LOCK_TIMEOUT_S"
@@ -181,12 +241,40 @@ class ResultStore:
             )
 
         try:
-            return run()
+            out = run()
         except WriteVerificationError as exc:
             if not exc.committed:
                 raise
             warnings.warn(WriteVerificationWarning(f"{exc} Rewriting the partition(s) once."), stacklevel=3)
-            return run()
+            out = run()
+        if findings:
+            shown = "\n  ".join(str(f) for f in findings[:20])
+            more = f"\n  ... and {len(findings) - 20} more" if len(findings) > 20 else ""
+            warnings.warn(PartitionLostWarning(
+                f"{str(self.path)!r} does not hold {len(findings)} partition write(s) the store made "
+                f"(found by the audit before this write, which went ahead):\n  {shown}{more}\n"
+                "Rewrite them from their run folders (write_run_folder) and keep the file, its .wal and "
+                f"{self.journal_path.name} for the report; `llem sql --audit` lists what is still missing."
+            ), stacklevel=3)
+        return out
+
+    def _precheck(self, con: duckdb.DuckDBPyConnection) -> tuple[int, list[Discrepancy]]:
+        """Audit cheaply before a partition write; return (this write's number, discrepancies to warn about).
+
+        Full audits run only when the cheap check differs, and each distinct difference is reported
+        once per ResultStore (a known loss does not re-run the full audit on every later write).
+        """
+        db_seq, diffs = A.quick_totals(con)
+        journal_seq = journal.last_seq(self.journal_path)
+        found: list[Discrepancy] = []
+        if journal_seq > db_seq:
+            found += A.journal_discrepancies(con, journal.read_entries(self.journal_path, after_seq=db_seq))
+        if any(diffs.values()):
+            signature = ("totals", *sorted(diffs.items()))
+            if signature not in self._reported:
+                self._reported.add(signature)
+                found += A.manifest_discrepancies(con)
+        return max(db_seq, journal_seq) + 1, found
 
     def _verify(self, con: duckdb.DuckDBPyConnection, checks: Sequence[_Check], *, committed: bool) -> None:
         """Raise WriteVerificationError unless every check's table holds exactly the rows sent; return None."""
@@ -250,6 +338,24 @@ class ResultStore:
     def _ready(self) -> None:
         if not self._schema_ready:
             self.ensure_schema()
+
+    def audit(self) -> list[Discrepancy]:
+        """Compare the file with what the store wrote; return every discrepancy (empty list: nothing lost).
+
+        Checks every partition of every partitioned table against partition_manifest (rows changed
+        behind the store's back), and the write journal (``<db>.writes.jsonl``) against the manifest
+        (committed writes that vanished from the file with their manifest rows). Each Discrepancy names
+        the table, the partition, the rows expected and found, and who wrote it when. Read-only; one
+        GROUP BY per table plus a pass over the journal (seconds at 100k results).
+        """
+        if not self.path.is_file():
+            return []
+        with self._read() as con:
+            if not A.has_manifest(con):
+                return []
+            found = A.manifest_discrepancies(con)
+            found += A.journal_discrepancies(con, journal.read_entries(self.journal_path))
+        return found
 
     # ------------------------------------------------------------------ writes
     def upsert_configs(self, study: str, configs: Mapping[str, ExperimentConfig]) -> int:
@@ -362,7 +468,20 @@ class ResultStore:
                 )
             return counts
 
-        return self._write(work, checks)
+        names = list(prepared)
+        sizes = [prepared[n].num_rows for n in names]
+
+        def manifest(con: duckdb.DuckDBPyConnection, seq: int, now: datetime, pid: int) -> None:
+            con.execute(
+                "DELETE FROM partition_manifest WHERE run_date = ? AND config_hash = ? "
+                "AND table_name IN (SELECT unnest(?::VARCHAR[]))", [day, config_hash, names],
+            )
+            con.execute(
+                "INSERT INTO partition_manifest SELECT unnest(?::VARCHAR[]), ?::DATE, ?, ?, unnest(?::BIGINT[]), ?, ?, ?",
+                [names, day, config_hash, run_id, sizes, now, pid, seq],
+            )
+
+        return self._write(work, checks, manifest)
 
     def write_batch(self, tables: Mapping[str, pa.Table]) -> dict[str, int]:
         """Replace MANY partitions in ONE transaction (bulk ingest / backfill); return {table: rows written}.
@@ -430,7 +549,26 @@ class ResultStore:
                 )
             return counts
 
-        return self._write(work, checks)
+        def manifest(con: duckdb.DuckDBPyConnection, seq: int, now: datetime, pid: int) -> None:
+            con.execute(
+                "DELETE FROM partition_manifest WHERE table_name IN (SELECT unnest(?::VARCHAR[])) "
+                "AND run_date BETWEEN ? AND ? AND config_hash BETWEEN ? AND ? "
+                "AND (run_date, config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)",
+                [list(tables), *bounds],
+            )
+            for name, table in tables.items():
+                # Rows per partition, counted by DuckDB from the Arrow table (0 for a partition this table lacks).
+                con.register(_STAGING, table.select(["run_date", "config_hash"]))
+                con.execute(
+                    "INSERT INTO partition_manifest SELECT ?, k.run_date, k.config_hash, k.run_id, coalesce(s.n, 0), ?, ?, ? "
+                    "FROM _llem_keys k LEFT JOIN (SELECT run_date::DATE AS run_date, config_hash::VARCHAR AS config_hash, "
+                    f"count(*) AS n FROM {_STAGING} GROUP BY ALL) s "
+                    "ON k.run_date = s.run_date AND k.config_hash = s.config_hash",
+                    [name, now, pid, seq],
+                )
+                con.unregister(_STAGING)
+
+        return self._write(work, checks, manifest)
 
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
@@ -489,6 +627,24 @@ class ResultStore:
                 t: (con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if t in present else 0)  # type: ignore[index]
                 for t in TABLES
             }
+
+
+def _record_write(con: duckdb.DuckDBPyConnection, manifest: ManifestWriter, seq: int) -> list[dict[str, Any]]:
+    """Record write number ``seq`` in the transaction (manifest rows, write_sequence); return its journal lines.
+
+    The journal lines are the manifest rows of this write (journal.py gives the format).
+    """
+    now = datetime.now(UTC)
+    pid = os.getpid()
+    manifest(con, seq, now, pid)
+    con.execute("DELETE FROM write_sequence")
+    con.execute("INSERT INTO write_sequence VALUES (?, ?, ?)", [seq, now, pid])
+    rows = con.execute(
+        "SELECT table_name, run_date, config_hash, run_id, row_count FROM partition_manifest WHERE write_seq = ?", [seq]
+    ).fetchall()
+    at = now.isoformat()
+    return [{"seq": seq, "table": t, "run_date": d.isoformat(), "config_hash": h, "run_id": r, "rows": int(n),
+             "pid": pid, "at": at} for t, d, h, r, n in rows]
 
 
 def _quiet(con: duckdb.DuckDBPyConnection) -> None:

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,8 +16,14 @@ import pytest
 
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import LockTimeoutError, ResultStore
-from llem_pipeline.storage.locking import backoff_delays, is_lock_error, retry_locked
-from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
+from llem_pipeline.storage.locking import (
+    backoff_delays,
+    is_lock_error,
+    retry_locked,
+    write_lock,
+    write_lock_path,
+)
+from llem_pipeline_tests.storage.run_folder_factory import make_config, requests_table, write_run_folder
 
 HOLD_S = float(os.environ.get("LLEM_HOLD_S", "2"))  # issue 7 asks 30 s: LLEM_HOLD_S=30
 LOCK_MSG = 'IO Error: Could not set lock on file "x.duckdb": Conflicting lock is held in python (PID 1)'
@@ -128,3 +135,114 @@ def test_query_waits_while_a_writer_holds_the_file(store: ResultStore) -> None:
         closed = _closed_at(holder)
     assert answered >= closed
     assert table.column("n").to_pylist() == [0]
+
+
+# -- the store's cross-process writer lock (locking.write_lock, issue 7) ------------------------------
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from llem_pipeline.storage.locking import write_lock
+    with write_lock(sys.argv[1], timeout_s=30):
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[2]))
+        print("releasing", time.time(), flush=True)
+    """
+)
+
+
+def _lock_holder(db: Path, seconds: float) -> subprocess.Popen:
+    """Start a process holding the writer lock of ``db`` for ``seconds`` s; returns once it holds it."""
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(db), str(seconds)], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _released_at(holder: subprocess.Popen) -> float:
+    out, _ = holder.communicate(timeout=60)
+    word, stamp = out.split()
+    assert word == "releasing"
+    return float(stamp)
+
+
+def test_a_write_waits_for_the_writer_lock_of_another_process_then_lands(store: ResultStore, data_dir: Path) -> None:
+    store.ensure_schema()
+    config = make_config()
+    h = compute_measurement_config_hash(config)
+    folder = write_run_folder(data_dir, config=config)
+    holder = _lock_holder(store.path, 1.5)
+    try:
+        assert write_lock_path(store.path).read_text().strip() == str(holder.pid)  # the holder's pid, for the error
+        counts = store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
+        landed = time.time()
+    finally:
+        released = _released_at(holder)
+    assert landed >= released  # the DuckDB file was free all along: only the writer lock held the write back
+    assert counts["experiment_results"] == 1 and store.row_counts()["power_samples"] == 100
+    assert write_lock_path(store.path).read_text() == ""  # released: no stale pid left behind
+
+
+def test_writer_lock_timeout_names_the_lock_file_and_the_holders_pid(store: ResultStore) -> None:
+    store.ensure_schema()
+    holder = _lock_holder(store.path, 3.0)
+    try:
+        impatient = ResultStore(store.path, lock_timeout_s=0.4)
+        t0 = time.monotonic()
+        with pytest.raises(LockTimeoutError) as info:
+            impatient.write_tables("2026-11-01", "00000000000000aa", "r", {"requests": requests_table(2)})
+        waited = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    msg = str(info.value)
+    assert str(write_lock_path(store.path)) in msg and f"pid {holder.pid}" in msg and "LLEM_DUCKDB_LOCK_TIMEOUT_S" in msg
+    assert 0.4 <= waited < 3.0  # bounded by lock_timeout_s, not by the holder
+
+
+class PausingStore(ResultStore):
+    """Pauses inside its write transaction (after the insert, before COMMIT) until ``go`` is set."""
+
+    def __init__(self, *args, inside: threading.Event, go: threading.Event, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inside, self.go = inside, go
+
+    def _insert(self, con, name, table, sql, params=()):
+        super()._insert(con, name, table, sql, params)
+        self.inside.set()
+        assert self.go.wait(30)
+
+
+def test_the_writer_lock_covers_the_whole_write_from_open_to_close(store: ResultStore) -> None:
+    # While a write is inside its transaction, another process cannot take the writer lock; it names our pid.
+    store.ensure_schema()
+    inside, go = threading.Event(), threading.Event()
+    pausing = PausingStore(store.path, lock_timeout_s=30, inside=inside, go=go)
+    writer = threading.Thread(target=pausing.write_tables,
+                              args=("2026-11-01", "00000000000000aa", "r", {"requests": requests_table(2)}))
+    writer.start()
+    try:
+        assert inside.wait(30)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import sys\nfrom llem_pipeline.storage.locking import write_lock\n"
+             "try:\n    write_lock(sys.argv[1], timeout_s=0.3).__enter__()\nexcept Exception as e:\n    print(type(e).__name__, e)",
+             str(store.path)], capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    finally:
+        go.set()
+        writer.join(30)
+    assert probe.stdout.startswith("LockTimeoutError") and f"pid {os.getpid()}" in probe.stdout, probe.stdout + probe.stderr
+    assert store.row_counts()["requests"] == 2
+
+
+def test_the_writer_lock_survives_another_descriptor_of_the_file_being_closed(tmp_path: Path) -> None:
+    # fcntl locks are dropped when the process closes ANY descriptor of the file; flock locks are not.
+    db = tmp_path / "x.duckdb"
+    with write_lock(db, timeout_s=1) as lock_file:
+        with open(lock_file, "rb") as other:
+            other.read()
+        probe = subprocess.run(
+            [sys.executable, "-c", "import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('taken')\nexcept BlockingIOError:\n    print('held')",
+             str(lock_file)], capture_output=True, text=True, timeout=60)
+        assert probe.stdout.strip() == "held"
+    with write_lock(db, timeout_s=0.1):  # released on exit: takes at once
+        pass

@@ -1,0 +1,152 @@
+"""Partition audit: compare what the store wrote (partition_manifest, the write journal) with what the file holds.
+
+Two checks, both on an open connection (read-only, or the writer's transaction):
+
+- ``manifest_discrepancies``: per partitioned table, every (run_date, config_hash) whose row count
+  differs from its manifest row (rows deleted or added behind the store's back, a partial loss), and
+  partitions present without a manifest row. One GROUP BY per table: an explicit audit, or a write
+  whose cheap check (``quick_totals``: one count per table against the manifest's sums) found a
+  difference.
+- ``journal_discrepancies``: every (table, partition) whose latest journal entry is newer than the
+  manifest row the file holds (or has none): a committed write that vanished from the file together
+  with its manifest rows (the issue-7 loss: another process checkpointed an older database state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from llem_pipeline.storage.schema import PARTITIONED_TABLES
+
+_KEYS = "_llem_audit_keys"
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One partition of one table whose rows differ from what the store wrote.
+
+    ``expected``/``found`` are row counts; ``source`` is 'manifest' (the partition_manifest row in the
+    file) or 'journal' (the write journal next to it); ``detail`` says who wrote it and when.
+    """
+
+    table: str
+    run_date: date
+    config_hash: str
+    run_id: str | None
+    expected: int
+    found: int
+    source: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        what = "missing" if self.found == 0 and self.expected > 0 else "differs"
+        extra = f"; {self.detail}" if self.detail else ""
+        return (f"{self.table} partition (run_date={self.run_date}, config_hash={self.config_hash}, run_id={self.run_id}) "
+                f"{what}: expected {self.expected} row(s), found {self.found} [per the {self.source}{extra}]")
+
+
+def has_manifest(con: duckdb.DuckDBPyConnection) -> bool:
+    """Return True when the file has the manifest tables (schema version >= 4)."""
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND table_name IN ('partition_manifest', 'write_sequence')"
+    ).fetchone()
+    return bool(row and row[0] == 2)
+
+
+def quick_totals(con: duckdb.DuckDBPyConnection) -> tuple[int, dict[str, int]]:
+    """Return (last committed write number, {table: rows in the table - rows the manifest accounts for}).
+
+    One count per table and one aggregate over the manifest: cheap enough to run before every write.
+    """
+    counts = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in PARTITIONED_TABLES)
+    rows = con.execute(
+        f"WITH c AS ({counts}), m AS (SELECT table_name AS t, sum(row_count) AS n FROM partition_manifest GROUP BY 1) "
+        "SELECT c.t, c.n - coalesce(m.n, 0), (SELECT coalesce(max(seq), 0) FROM write_sequence) "
+        "FROM c LEFT JOIN m USING (t)"
+    ).fetchall()
+    seq = int(rows[0][2]) if rows else 0
+    return seq, {str(t): int(d) for t, d, _ in rows}
+
+
+def manifest_discrepancies(con: duckdb.DuckDBPyConnection, limit: int = 10_000) -> list[Discrepancy]:
+    """Return the partitions whose rows differ from partition_manifest (at most ``limit``), table by table."""
+    out: list[Discrepancy] = []
+    for table in PARTITIONED_TABLES:
+        rows = con.execute(
+            "WITH m AS (SELECT run_date, config_hash, run_id, row_count, writer_pid, written_at, write_seq "
+            "           FROM partition_manifest WHERE table_name = ?), "
+            f"a AS (SELECT run_date, config_hash, min(run_id) AS run_id, count(*) AS n FROM {table} GROUP BY ALL) "
+            "SELECT coalesce(m.run_date, a.run_date), coalesce(m.config_hash, a.config_hash), "
+            "       coalesce(m.run_id, a.run_id), m.row_count, coalesce(a.n, 0), m.writer_pid, m.written_at, m.write_seq "
+            "FROM m FULL OUTER JOIN a ON m.run_date = a.run_date AND m.config_hash = a.config_hash "
+            "WHERE coalesce(m.row_count, -1) <> coalesce(a.n, 0) ORDER BY 1, 2 LIMIT ?",
+            [table, limit],
+        ).fetchall()
+        for day, h, run_id, expected, found, pid, at, seq in rows:
+            if expected is None:
+                detail = "rows the store did not write (no manifest row: written outside ResultStore?)"
+            else:
+                detail = f"write #{seq} by pid {pid} at {at}" if seq is not None else "manifest row backfilled by migration 4"
+            out.append(Discrepancy(table, day, h, run_id, int(expected or 0), int(found), "manifest", detail))
+    return out
+
+
+def journal_discrepancies(
+    con: duckdb.DuckDBPyConnection, entries: Sequence[dict[str, Any]], limit: int = 10_000
+) -> list[Discrepancy]:
+    """Return the journal entries (latest per table and partition) the file does not hold (at most ``limit``).
+
+    An entry is missing when the file's manifest row for its (table, partition) is absent or older
+    (lower write number); ``found`` is the rows the table now holds for that partition.
+    """
+    if not entries:
+        return []
+    cols: dict[str, list[Any]] = {k: [] for k in ("table_name", "run_date", "config_hash", "run_id", "rows", "seq", "pid", "written_at")}
+    for e in entries:
+        for k, src in (("table_name", "table"), ("run_date", "run_date"), ("config_hash", "config_hash"),
+                       ("run_id", "run_id"), ("rows", "rows"), ("seq", "seq"), ("pid", "pid"), ("written_at", "at")):
+            cols[k].append(e.get(src))
+    journal = pa.table({
+        "table_name": pa.array(cols["table_name"], pa.string()),
+        "run_date": pa.array(cols["run_date"], pa.string()),
+        "config_hash": pa.array(cols["config_hash"], pa.string()),
+        "run_id": pa.array(cols["run_id"], pa.string()),
+        "rows": pa.array(cols["rows"], pa.int64()),
+        "seq": pa.array(cols["seq"], pa.int64()),
+        "pid": pa.array(cols["pid"], pa.int64()),
+        "written_at": pa.array([str(a) if a is not None else None for a in cols["written_at"]], pa.string()),
+    })
+    con.register(_KEYS, journal)
+    try:
+        missing = con.execute(
+            f"WITH j AS (SELECT table_name, run_date::DATE AS run_date, config_hash, run_id, rows, seq, pid, written_at FROM {_KEYS} "
+            "            QUALIFY row_number() OVER (PARTITION BY table_name, run_date, config_hash ORDER BY seq DESC) = 1) "
+            "SELECT j.* FROM j LEFT JOIN partition_manifest m "
+            "  ON m.table_name = j.table_name AND m.run_date = j.run_date AND m.config_hash = j.config_hash "
+            "WHERE m.write_seq IS NULL OR m.write_seq < j.seq ORDER BY j.seq, j.table_name LIMIT ?",
+            [limit],
+        ).fetchall()
+    finally:
+        con.unregister(_KEYS)
+    out: list[Discrepancy] = []
+    for table, day, h, run_id, rows, seq, pid, at in missing:
+        if table not in PARTITIONED_TABLES:
+            continue
+        row = con.execute(
+            f"SELECT count(*) FROM {table} WHERE run_date = ? AND config_hash = ?", [day, h]
+        ).fetchone()
+        found = int(row[0]) if row else 0
+        if rows == 0 and found == 0:
+            continue  # a write that emptied this table's partition; it is empty: nothing to recover
+        out.append(Discrepancy(
+            table, day, h, run_id, int(rows), found, "journal",
+            f"write #{seq} by pid {pid} at {at} was committed and verified, but the file no longer holds it",
+        ))
+    return out

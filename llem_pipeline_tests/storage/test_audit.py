@@ -1,0 +1,190 @@
+"""audit.py + the store's manifest: every partition write is recorded, and a lost partition is named.
+
+Losses are made for real on the DuckDB file: rows deleted by a raw DuckDB connection behind the
+store's back, and a whole committed write undone by putting back a copy of the file taken before it
+(what the issue-7 race did: another process checkpointed the database state from before the write).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from llem_pipeline.domain import compute_measurement_config_hash
+from llem_pipeline.storage import Discrepancy, PartitionLostWarning, ResultStore
+from llem_pipeline.storage import journal as J
+from llem_pipeline.storage.schema import MIGRATIONS, PARTITIONED_TABLES, sql_text
+from llem_pipeline_tests.storage.run_folder_factory import (
+    make_config,
+    requests_table,
+    timeseries_table,
+    write_run_folder,
+)
+
+DAY = "2026-11-01"
+
+
+def _folder(data_dir: Path, model: str, run_id: str = "run-0001", day: str = DAY) -> tuple[Path, str]:
+    config = make_config(model=model)
+    return write_run_folder(data_dir, config=config, run_date=day, run_id=run_id), compute_measurement_config_hash(config)
+
+
+def _manifest(store: ResultStore) -> dict[str, int]:
+    rows = store.query("SELECT table_name, sum(row_count)::BIGINT AS n FROM partition_manifest GROUP BY 1").to_pylist()
+    return {r["table_name"]: r["n"] for r in rows}
+
+
+def _write_quietly(store: ResultStore, folder: Path, h: str, run_id: str = "run-0001", day: str = DAY) -> list[str]:
+    """Write a run folder; return the PartitionLostWarning messages the write issued."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.write_run_folder(folder, run_date=day, config_hash=h, run_id=run_id)
+    return [str(w.message) for w in caught if issubclass(w.category, PartitionLostWarning)]
+
+
+def test_every_partition_write_is_in_the_manifest_and_the_journal(store: ResultStore, data_dir: Path) -> None:
+    a, ha = _folder(data_dir, "a")
+    b, hb = _folder(data_dir, "b")
+    assert _write_quietly(store, a, ha) == [] and _write_quietly(store, b, hb) == []
+    assert _write_quietly(store, a, ha) == []  # rewriting a partition replaces its manifest rows
+    counts = store.row_counts()
+    assert _manifest(store) == {t: counts[t] for t in PARTITIONED_TABLES}
+    rows = store.query("SELECT table_name, config_hash, run_id, row_count, writer_pid, write_seq FROM partition_manifest "
+                       "WHERE table_name = 'power_samples' ORDER BY config_hash").to_pylist()
+    assert {r["config_hash"] for r in rows} == {ha, hb} and all(r["row_count"] == 100 and r["writer_pid"] for r in rows)
+    assert store.query("SELECT seq FROM write_sequence").column("seq").to_pylist() == [3]
+    entries = J.read_entries(store.journal_path)
+    assert sorted({e["seq"] for e in entries}) == [1, 2, 3] and len(entries) == 3 * len(PARTITIONED_TABLES)
+    assert J.last_seq(store.journal_path) == 3
+    assert store.audit() == []
+
+
+def test_write_batch_records_each_partition_with_its_own_count(store: ResultStore) -> None:
+    def batch(parts: list[tuple[str, str, str, int]], make) -> pa.Table:
+        tables = []
+        for day, h, run_id, n in parts:
+            t = make(n)
+            t = t.add_column(0, "run_id", pa.array([run_id] * n))
+            t = t.add_column(0, "config_hash", pa.array([h] * n))
+            tables.append(t.add_column(0, "run_date", pa.array([date.fromisoformat(day)] * n, pa.date32())))
+        return pa.concat_tables(tables)
+
+    h1, h2 = "00000000000000b1", "00000000000000b2"
+    store.write_batch({"power_samples": batch([(DAY, h1, "r1", 7), (DAY, h2, "r2", 5)], timeseries_table),
+                       "requests": batch([(DAY, h1, "r1", 3)], requests_table)})  # h2 has no requests: count 0
+    rows = store.query("SELECT table_name, config_hash, run_id, row_count FROM partition_manifest ORDER BY ALL").to_pylist()
+    assert [tuple(r.values()) for r in rows] == [
+        ("power_samples", h1, "r1", 7), ("power_samples", h2, "r2", 5), ("requests", h1, "r1", 3), ("requests", h2, "r2", 0),
+    ]
+    assert store.audit() == []
+
+
+def test_a_partition_deleted_behind_the_stores_back_is_named(store: ResultStore, data_dir: Path) -> None:
+    a, ha = _folder(data_dir, "a")
+    b, hb = _folder(data_dir, "b")
+    _write_quietly(store, a, ha)
+    _write_quietly(store, b, hb)
+    con = duckdb.connect(str(store.path))  # not through the store: the manifest is not updated
+    con.execute("DELETE FROM power_samples WHERE config_hash = ?", [ha])
+    con.execute("DELETE FROM requests WHERE config_hash = ? AND request_index = 0", [ha])
+    con.close()
+    found = store.audit()
+    assert sorted((d.table, str(d.run_date), d.config_hash, d.expected, d.found, d.source) for d in found) == [
+        ("power_samples", DAY, ha, 100, 0, "manifest"), ("requests", DAY, ha, 8, 7, "manifest"),
+    ]
+    text = str(next(d for d in found if d.table == "power_samples"))
+    assert "missing" in text and "expected 100" in text and "found 0" in text and ha in text and "run-0001" in text
+    # The next write (of another partition) surfaces it, and still lands.
+    c, hc = _folder(data_dir, "c")
+    fresh = ResultStore(store.path, data_dir=data_dir, lock_timeout_s=30)
+    lost = _write_quietly(fresh, c, hc)
+    assert len(lost) == 1 and "power_samples partition" in lost[0] and ha in lost[0] and "expected 100" in lost[0]
+    assert fresh.query("SELECT count(*) AS n FROM experiment_results WHERE config_hash = ?", [hc]).column("n")[0].as_py() == 1
+    # Reported once per store (the same difference does not re-run the full audit on every write) ...
+    d, hd = _folder(data_dir, "d")
+    assert _write_quietly(fresh, d, hd) == []
+    # ... and the audit keeps naming it until the partition is written again.
+    assert {x.table for x in fresh.audit()} == {"power_samples", "requests"}
+    _write_quietly(fresh, a, ha)
+    assert fresh.audit() == []
+
+
+def test_rows_written_outside_the_store_are_named_too(store: ResultStore, data_dir: Path) -> None:
+    a, ha = _folder(data_dir, "a")
+    _write_quietly(store, a, ha)
+    con = duckdb.connect(str(store.path))
+    con.execute("INSERT INTO requests SELECT * REPLACE ('2026-11-02'::DATE AS run_date) FROM requests LIMIT 2")
+    con.close()
+    [d] = store.audit()
+    assert (d.table, str(d.run_date), d.expected, d.found, d.source) == ("requests", "2026-11-02", 0, 2, "manifest")
+    assert "did not write" in str(d)
+
+
+def test_a_committed_write_that_vanished_from_the_file_is_named_by_the_next_write(store: ResultStore, data_dir: Path) -> None:
+    # The issue-7 loss: the file goes back to a state from before a committed, verified write (manifest included).
+    a, ha = _folder(data_dir, "a")
+    b, hb = _folder(data_dir, "b")
+    _write_quietly(store, a, ha)
+    before = store.path.with_name("before.duckdb")
+    shutil.copyfile(store.path, before)
+    assert _write_quietly(store, b, hb) == []
+    shutil.copyfile(before, store.path)  # b's write is gone from the file, its manifest rows too
+    assert store.row_counts()["experiment_results"] == 1
+    found = store.audit()
+    assert {(d.table, d.config_hash, d.expected, d.found, d.source) for d in found} == {
+        (t, hb, n, 0, "journal") for t, n in
+        [("experiment_results", 1), ("process_results", 1), ("environment_snapshots", 1), ("baselines", 1),
+         ("power_samples", 100), ("requests", 8)]
+    }
+    assert all("write #2" in d.detail and "no longer holds it" in d.detail for d in found)
+    c, hc = _folder(data_dir, "c")
+    lost = _write_quietly(store, c, hc)
+    assert len(lost) == 1 and "6 partition write(s)" in lost[0] and hb in lost[0] and "experiment_results" in lost[0]
+    # Once surfaced, later writes do not repeat it; the audit names it until b is written again.
+    d_, hd = _folder(data_dir, "d")
+    assert _write_quietly(store, d_, hd) == []
+    assert len(store.audit()) == 6
+    _write_quietly(store, b, hb)
+    assert store.audit() == []
+
+
+def test_migration_4_backfills_the_manifest_of_an_existing_database(tmp_path: Path) -> None:
+    db = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(db))
+    for number, filename, description in MIGRATIONS[:3]:
+        con.execute(sql_text(filename))
+        con.execute("INSERT INTO schema_version VALUES (?, now(), ?)", [number, description])
+    con.execute("CREATE TABLE schema_views_dummy AS SELECT 1")  # unrelated table: ignored
+    for day, h, n in [(DAY, "00000000000000e1", 3), ("2026-11-02", "00000000000000e1", 2)]:
+        con.execute(
+            "INSERT INTO requests (run_date, config_hash, run_id, process_index, request_index) "
+            "SELECT ?::DATE, ?, 'old', 0, range FROM range(?)", [day, h, n])
+    con.close()
+    store = ResultStore(db, lock_timeout_s=30)
+    store.ensure_schema()
+    rows = store.query("SELECT run_date::VARCHAR AS d, row_count, writer_pid, write_seq FROM partition_manifest "
+                       "WHERE table_name = 'requests' ORDER BY 1").to_pylist()
+    assert rows == [{"d": DAY, "row_count": 3, "writer_pid": None, "write_seq": None},
+                    {"d": "2026-11-02", "row_count": 2, "writer_pid": None, "write_seq": None}]
+    assert store.audit() == []
+
+
+def test_discrepancy_text_names_table_partition_and_counts() -> None:
+    d = Discrepancy("requests", date(2026, 11, 1), "00000000000000aa", "r1", 8, 3, "manifest", "write #4 by pid 7")
+    assert str(d) == ("requests partition (run_date=2026-11-01, config_hash=00000000000000aa, run_id=r1) differs: "
+                      "expected 8 row(s), found 3 [per the manifest; write #4 by pid 7]")
+
+
+@pytest.mark.parametrize("warn_as_error", [False, True])
+def test_a_clean_store_writes_without_partition_warnings(store: ResultStore, data_dir: Path, warn_as_error: bool) -> None:
+    a, ha = _folder(data_dir, "a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error" if warn_as_error else "default", PartitionLostWarning)
+        store.write_run_folder(a, run_date=DAY, config_hash=ha, run_id="run-0001")
+    assert store.audit() == []
