@@ -101,3 +101,23 @@ def test_parse_param() -> None:
     assert parse_param("8") == 8 and parse_param("-3") == -3
     assert parse_param("0.5") == 0.5 and parse_param("1e-3") == 0.001
     assert parse_param("abc") == "abc" and parse_param("2026-11-01") == "2026-11-01"
+
+
+def test_audit_reports_a_clean_file_and_then_a_lost_partition(db: Path, capsys) -> None:
+    assert main_sql(["--audit", "--db", str(db)]) == 0
+    assert "every partition the store wrote" in capsys.readouterr().err
+    con = duckdb.connect(str(db))
+    h = con.execute("SELECT min(config_hash) FROM experiment_results").fetchone()[0]
+    con.execute("DELETE FROM experiment_results WHERE config_hash = ?", [h])
+    con.close()
+    assert main_sql(["--audit", "--db", str(db), "--format", "json"]) == 1
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert [(r["table"], r["config_hash"], r["expected_rows"], r["found_rows"], r["per"]) for r in rows] == [
+        ("experiment_results", h, 1, 0, "manifest")]
+    assert "1 discrepancy" in out.err
+
+
+def test_audit_and_a_query_are_exclusive(db: Path, capsys) -> None:
+    assert main_sql(["SELECT 1", "--audit", "--db", str(db)]) == 2
+    assert main_sql(["--db", str(db)]) == 2
