@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from llem_pipeline.domain import compute_measurement_config_hash
-from llem_pipeline.storage import ResultStore
+from llem_pipeline.storage import PARTITIONED_TABLES, ResultStore
 from llem_pipeline_tests.reliability.support import PROJECT_ROOT, CaseResult, count_tracebacks
 from llem_pipeline_tests.storage.rewriting_writer import SIZES
 from llem_pipeline_tests.storage.rewriting_writer import WRITER as REWRITING_WRITER
@@ -76,7 +76,7 @@ def reader_holds_file(data_dir: Path, hold_s: float) -> CaseResult:
 WRITER = textwrap.dedent(
     """
     import json, sys
-    from llem_pipeline.storage import ResultStore
+    from llem_pipeline.storage import PARTITIONED_TABLES, ResultStore
     db, data_dir, job = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     store = ResultStore(db, data_dir=data_dir, lock_timeout_s=600)
     for folder, day, h, run_id in job:
@@ -90,7 +90,9 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
     """``writers`` processes each write ``partitions`` partitions of their own plus one shared partition,
     all at once: every partition present exactly once, the shared one holding exactly one writer's run.
     A writer's WriteVerificationError (rows counted back wrong) fails it with the message; a
-    WriteVerificationWarning (a committed write counted back wrong, rewritten) also fails the case."""
+    WriteVerificationWarning (a committed write counted back wrong, rewritten) also fails the case, and
+    so does any discrepancy the store's audit finds (partition_manifest sums vs the tables, the audit
+    per partition and against the write journal, a PartitionLostWarning in a writer)."""
     res = CaseResult(f"{writers} writers x {partitions} partitions")
     store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=600)
     store.ensure_schema()
@@ -119,9 +121,11 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
              for job in jobs]
     failed = []
     recovered = []  # WriteVerificationWarning: a committed write counted back wrong and was rewritten
+    errs: list[str] = []
     tracebacks = 0
     for w, p in enumerate(procs):
         out, err = p.communicate(timeout=3600)
+        errs.append(err)
         tracebacks += count_tracebacks(err)
         recovered += [f"writer {w}: {line.strip()[:600]}" for line in err.splitlines() if "WriteVerificationWarning" in line]
         if p.returncode != 0 or out.strip() != f"done {partitions + 1}":
@@ -141,11 +145,22 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
         "SELECT DISTINCT run_date, config_hash FROM experiment_results").to_pylist()}
     missing = sorted(expected_keys - present)
     lost = max(0, expected - got["k"]) + dupes + abs(expected_samples - samples)
+    # The store's own account (issue 7): the manifest sums equal the tables, the audit (manifest per
+    # partition + write journal) finds nothing, and no writer was warned of a lost partition.
+    manifest = {r["table_name"]: r["n"] for r in store.query(
+        "SELECT table_name, sum(row_count)::BIGINT AS n FROM partition_manifest GROUP BY 1").to_pylist()}
+    counts = store.row_counts()
+    manifest_ok = all(manifest.get(t, 0) == counts[t] for t in PARTITIONED_TABLES)
+    findings = store.audit()
+    warned = [f"writer {w}: {line.strip()[:300]}" for w, e in enumerate(errs) for line in e.splitlines()
+              if "PartitionLostWarning" in line]
     ok = (not failed and not recovered and got["n"] == expected and got["k"] == expected and dupes == 0
-          and one_winner and lost == 0)
+          and one_winner and lost == 0 and manifest_ok and not findings and not warned)
     res.record(ok, f"failed {failed}; verification recoveries {recovered[:3]}; results {got} of {expected}; "
                    f"missing {missing[:5]}; duplicated partitions {dupes}; "
-                   f"samples {samples} of {expected_samples}; shared partition {shared_ids}",
+                   f"samples {samples} of {expected_samples}; shared partition {shared_ids}; "
+                   f"manifest {manifest} vs tables {counts}; audit {len(findings)} finding(s) "
+                   f"{[str(f) for f in findings[:5]]}; lost-partition warnings {warned[:3]}",
                rows_lost=lost, unhandled=tracebacks)
     return res
 
@@ -199,7 +214,7 @@ def test_reader_holding_the_file_delays_but_does_not_lose_a_write(tmp_path):
 
 @pytest.mark.slow
 def test_concurrent_writer_processes_lose_and_duplicate_nothing(tmp_path):
-    res = concurrent_writers(tmp_path, writers=3, partitions=4)
+    res = concurrent_writers(tmp_path, writers=3, partitions=5)
     assert res.ok, res.explain()
 
 
