@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -246,3 +248,109 @@ def test_the_writer_lock_survives_another_descriptor_of_the_file_being_closed(tm
         assert probe.stdout.strip() == "held"
     with write_lock(db, timeout_s=0.1):  # released on exit: takes at once
         pass
+
+
+# -- the race the writer lock closes (issue 7), made deterministic with strace ---------------------
+# `strace -P <db> -e trace=fcntl -e inject=fcntl:delay_enter=3s` parks a process at DuckDB's F_SETLK on
+# the database file (the only fcntl on that path), after DuckDB has read the header, which it does
+# on a separate read-only descriptor first. strace's own output says when the process got there.
+STRACE = shutil.which("strace")
+needs_strace = pytest.mark.skipif(STRACE is None, reason="strace is needed to park a process at DuckDB's lock call")
+
+RAW_SECOND_WRITER = textwrap.dedent(
+    """
+    import duckdb, sys
+    con = duckdb.connect(sys.argv[1])
+    seen = con.execute("SELECT list(v ORDER BY v) FROM t").fetchone()[0]
+    con.execute("INSERT INTO t VALUES ('B')")
+    con.execute("CHECKPOINT")
+    con.close()
+    print("saw", ",".join(seen), flush=True)
+    """
+)
+STORE_SECOND_WRITER = textwrap.dedent(
+    """
+    import sys
+    from llem_pipeline.storage import ResultStore
+    from llem_pipeline_tests.storage.run_folder_factory import requests_table
+    ResultStore(sys.argv[1], lock_timeout_s=60).write_tables("2026-11-01", "00000000000000b2", "b", {"requests": requests_table(3)})
+    print("done", flush=True)
+    """
+)
+
+
+def _parked(db: Path, code: str, *watch: Path) -> subprocess.Popen:
+    """Start ``code`` (argv[1] = db) under strace, its DuckDB lock call on ``db`` delayed 3 s; strace output on stderr."""
+    paths = [arg for p in (db, *watch) for arg in ("-P", str(p))]
+    return subprocess.Popen(
+        [STRACE, "-f", "-qq", "-ttt", *paths, "-e", "trace=openat,fcntl,flock", "-e", "inject=fcntl:delay_enter=3s",
+         sys.executable, "-c", code, str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def _wait_for(proc: subprocess.Popen, needle: str) -> list[str]:
+    """Return strace's lines up to and including the first containing ``needle``."""
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"the process ended before {needle!r}: {''.join(lines)[-2000:]}")
+
+
+@pytest.mark.slow
+@needs_strace
+def test_duckdb_reads_its_header_before_its_lock_so_a_raced_writer_loses_a_commit(tmp_path: Path) -> None:
+    # The cause, on plain DuckDB (2.0.1): A commits, checkpoints and closes while B holds a header read
+    # before its lock; B then checkpoints over A's commit. If this stops failing, DuckDB re-reads the
+    # header under its lock; the writer lock stays correct either way.
+    db = tmp_path / "race.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE t (v VARCHAR); INSERT INTO t VALUES ('base')")
+    con.close()
+    a = duckdb.connect(str(db))  # A holds DuckDB's lock
+    b = _parked(db, RAW_SECOND_WRITER)
+    try:
+        _wait_for(b, "O_RDWR")  # B has read the header and is about to take the lock (parked 3 s)
+        a.execute("INSERT INTO t VALUES ('A')")
+        a.execute("CHECKPOINT")
+        assert a.execute("SELECT list(v ORDER BY v) FROM t").fetchone()[0] == ["A", "base"]
+        a.close()
+    finally:
+        out, err = b.communicate(timeout=60)
+    assert b.returncode == 0, err[-2000:]
+    assert out.strip() == "saw base"  # B never saw A's commit ...
+    final = duckdb.connect(str(db), read_only=True)
+    assert final.execute("SELECT list(v ORDER BY v) FROM t").fetchone()[0] == ["B", "base"]  # ... and erased it
+    final.close()
+
+
+@pytest.mark.slow
+@needs_strace
+def test_with_the_writer_lock_the_raced_writer_opens_the_file_only_after_the_other_closed(store: ResultStore) -> None:
+    store.ensure_schema()
+    inside, go = threading.Event(), threading.Event()
+    a = PausingStore(store.path, lock_timeout_s=60, inside=inside, go=go)
+    writer = threading.Thread(target=a.write_tables, args=("2026-11-01", "00000000000000a1", "a", {"requests": requests_table(2)}))
+    writer.start()
+    assert inside.wait(30)  # A is inside its transaction, holding the writer lock
+    b = _parked(store.path, STORE_SECOND_WRITER, write_lock_path(store.path))
+    try:
+        before = _wait_for(b, "EAGAIN")  # B is waiting for the writer lock
+        go.set()
+        writer.join(30)
+        released = time.time()
+        out, err = b.communicate(timeout=120)
+    finally:
+        go.set()
+    assert b.returncode == 0 and out.strip() == "done", err[-2000:]
+    stamp = re.compile(r"(\d{9,}\.\d+) openat\(")  # strace -ttt: '[pid N] <epoch s> openat(...'
+    db_opens = [float(m.group(1)) for line in (before + err.splitlines())
+                if str(store.path) + '"' in line and (m := stamp.search(line))]
+    assert not any(str(store.path) + '"' in line for line in before)  # nothing read from the file while A was inside
+    assert db_opens and min(db_opens) >= released - 0.05  # B's first header read came after A closed and let go
+    rows = store.query("SELECT config_hash, run_id, count(*) AS n FROM requests GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert rows == [{"config_hash": "00000000000000a1", "run_id": "a", "n": 2}, {"config_hash": "00000000000000b2", "run_id": "b", "n": 3}]
+    assert store.audit() == []
