@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,8 +140,13 @@ def test_a_pipelined_study_starts_each_run_when_the_gpu_slot_frees(demo) -> None
     # the default launch: the next run starts once the previous run's GPU step has ended (it may overlap that
     # run's CPU step), so it never waits on the pool's re-check interval with the GPU idle
     instance, hashes, _ = demo
-    outcomes = materialize_partitions(_today(), hashes[1:3], poll_s=0.05)
+    stats: dict[str, float] = {}
+    t0 = time.time()
+    outcomes = materialize_partitions(_today(), hashes[1:3], poll_s=0.05, stats=stats)
     assert [o.success for o in outcomes] == [True, True]
+    # both partition runners were started and warm before the first run was created
+    assert stats["runners_ready_s"] > 0
+    assert instance.get_run_record_by_id(outcomes[0].run_id).create_timestamp.timestamp() >= t0 + stats["runners_ready_s"]
 
     def first(run_id: str, step: str | None, event: str) -> float:
         return min(e.timestamp for e in instance.all_logs(run_id) if e.step_key == step
