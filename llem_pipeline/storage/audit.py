@@ -53,26 +53,30 @@ class Discrepancy:
 
 def has_manifest(con: duckdb.DuckDBPyConnection) -> bool:
     """Return True when the file has the manifest tables (schema version >= 4)."""
-    row = con.execute(
+    rows = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
         "AND table_name IN ('partition_manifest', 'write_sequence')"
-    ).fetchone()
-    return bool(row and row[0] == 2)
+    ).fetchall()
+    return bool(rows and rows[0][0] == 2)
 
 
-def quick_totals(con: duckdb.DuckDBPyConnection) -> tuple[int, dict[str, int]]:
-    """Return (last committed write number, {table: rows in the table - rows the manifest accounts for}).
+def store_identity(con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+    """Return (last committed write number, this database's store_id) from write_sequence ((0, '') when it is empty)."""
+    rows = con.execute("SELECT seq, store_id FROM write_sequence ORDER BY seq DESC LIMIT 1").fetchall()
+    return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+
+
+def quick_totals(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Return {table: rows in the table - rows the manifest accounts for} (all 0 when nothing is lost).
 
     One count per table and one aggregate over the manifest: cheap enough to run before every write.
     """
     counts = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in PARTITIONED_TABLES)
     rows = con.execute(
         f"WITH c AS ({counts}), m AS (SELECT table_name AS t, sum(row_count) AS n FROM partition_manifest GROUP BY 1) "
-        "SELECT c.t, c.n - coalesce(m.n, 0), (SELECT coalesce(max(seq), 0) FROM write_sequence) "
-        "FROM c LEFT JOIN m USING (t)"
+        "SELECT c.t, c.n - coalesce(m.n, 0) FROM c LEFT JOIN m USING (t)"
     ).fetchall()
-    seq = int(rows[0][2]) if rows else 0
-    return seq, {str(t): int(d) for t, d, _ in rows}
+    return {str(t): int(d) for t, d in rows}
 
 
 def manifest_discrepancies(con: duckdb.DuckDBPyConnection, limit: int = 10_000) -> list[Discrepancy]:
@@ -139,10 +143,10 @@ def journal_discrepancies(
     for table, day, h, run_id, rows, seq, pid, at in missing:
         if table not in PARTITIONED_TABLES:
             continue
-        row = con.execute(
+        counted = con.execute(
             f"SELECT count(*) FROM {table} WHERE run_date = ? AND config_hash = ?", [day, h]
-        ).fetchone()
-        found = int(row[0]) if row else 0
+        ).fetchall()
+        found = int(counted[0][0]) if counted else 0
         if rows == 0 and found == 0:
             continue  # a write that emptied this table's partition; it is empty: nothing to recover
         out.append(Discrepancy(

@@ -8,8 +8,11 @@ lock (locking.write_lock), and fsync'ed; each line carries the write number (``s
 transaction stored in the ``write_sequence`` table. A database whose ``write_sequence`` is behind the
 journal's last ``seq`` has lost committed writes, and the journal names them.
 
-Line format: {"seq": int, "table": str, "run_date": "YYYY-MM-DD", "config_hash": str, "run_id": str,
-"rows": int, "pid": int, "at": ISO-8601 UTC}. A torn last line (crash during the append) is skipped.
+Line format: {"seq": int, "store": str, "table": str, "run_date": "YYYY-MM-DD", "config_hash": str,
+"run_id": str, "rows": int, "pid": int, "at": ISO-8601 UTC}; ``store`` is the database's
+``write_sequence.store_id``: a journal whose last line names another store belongs to a database that
+was deleted and created again, and is set aside (``set_aside``), not read as losses. A torn last line
+(crash during the append) is skipped.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) and isinstance(entry.get("seq"), int) else None
 
 
-def last_seq(path: Path) -> int:
-    """Return the highest write number in the journal at ``path`` (0 when it is absent or empty).
+def last_entry(path: Path) -> dict[str, Any] | None:
+    """Return the journal's last complete entry (None when the journal is absent or empty).
 
     Reads only the file's tail (lines are appended in write order).
     """
@@ -49,16 +52,25 @@ def last_seq(path: Path) -> int:
             f.seek(max(0, size - _TAIL_BYTES))
             tail = f.read()
     except FileNotFoundError:
-        return 0
+        return None
     for line in reversed(tail.splitlines()):
         entry = _parse(line)
         if entry is not None:
-            return int(entry["seq"])
-    return 0
+            return entry
+    return None
 
 
-def read_entries(path: Path, after_seq: int = 0) -> list[dict[str, Any]]:
-    """Return the journal's entries with ``seq > after_seq``, in file order (torn or foreign lines skipped)."""
+def last_seq(path: Path) -> int:
+    """Return the highest write number in the journal at ``path`` (0 when it is absent or empty)."""
+    entry = last_entry(path)
+    return int(entry["seq"]) if entry is not None else 0
+
+
+def read_entries(path: Path, after_seq: int = 0, store_id: str | None = None) -> list[dict[str, Any]]:
+    """Return the journal's entries with ``seq > after_seq`` (and of ``store_id`` when given), in file order.
+
+    Torn or foreign lines are skipped.
+    """
     try:
         with open(path, "rb") as f:
             lines = f.read().splitlines()
@@ -67,9 +79,20 @@ def read_entries(path: Path, after_seq: int = 0) -> list[dict[str, Any]]:
     out = []
     for line in lines:
         entry = _parse(line)
-        if entry is not None and entry["seq"] > after_seq:
+        if entry is not None and entry["seq"] > after_seq and (store_id is None or entry.get("store") == store_id):
             out.append(entry)
     return out
+
+
+def set_aside(path: Path, store_id: str) -> Path | None:
+    """Rename the journal at ``path`` to ``<journal>.<first 8 of store_id>.old`` (the journal of another
+    database: the file was deleted and created again); return the new path (None when there was none)."""
+    target = path.with_name(f"{path.name}.{store_id[:8]}.old")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 def append(path: Path, entries: Iterable[Mapping[str, Any]]) -> int:

@@ -188,14 +188,14 @@ class ResultStore:
                     _quiet(con)
                     con.execute("BEGIN TRANSACTION")
                     try:
-                        seq = 0
+                        seq, store_id = 0, ""
                         if manifest is not None:
-                            seq, found = self._precheck(con)
+                            seq, store_id, found = self._precheck(con)
                             findings[:] = found
                         out = work(con)
                         self._verify(con, checks, committed=False)
                         if manifest is not None:
-                            lines = _record_write(con, manifest, seq)
+                            lines = _record_write(con, manifest, seq, store_id)
                         con.execute("COMMIT")
                     except BaseException:
                         try:
@@ -258,23 +258,33 @@ class ResultStore:
             ), stacklevel=3)
         return out
 
-    def _precheck(self, con: duckdb.DuckDBPyConnection) -> tuple[int, list[Discrepancy]]:
-        """Audit cheaply before a partition write; return (this write's number, discrepancies to warn about).
+    def _precheck(self, con: duckdb.DuckDBPyConnection) -> tuple[int, str, list[Discrepancy]]:
+        """Audit cheaply before a partition write; return (this write's number, store_id, discrepancies to warn about).
 
         Full audits run only when the cheap check differs, and each distinct difference is reported
-        once per ResultStore (a known loss does not re-run the full audit on every later write).
+        once per ResultStore (a known loss does not re-run the full audit on every later write). A
+        journal of another database (this file was deleted and created again) is set aside.
         """
-        db_seq, diffs = A.quick_totals(con)
-        journal_seq = journal.last_seq(self.journal_path)
+        db_seq, store_id = A.store_identity(con)
+        if not store_id:  # write_sequence emptied by hand: this file starts a new identity
+            made = con.execute("INSERT INTO write_sequence SELECT 0, now(), NULL, uuid()::VARCHAR RETURNING store_id").fetchall()
+            store_id = str(made[0][0])
+        diffs = A.quick_totals(con)
+        tail = journal.last_entry(self.journal_path)
+        if tail is not None and tail.get("store") != store_id:
+            journal.set_aside(self.journal_path, str(tail.get("store") or "unknown"))
+            tail = None
+        journal_seq = int(tail["seq"]) if tail is not None else 0
         found: list[Discrepancy] = []
         if journal_seq > db_seq:
-            found += A.journal_discrepancies(con, journal.read_entries(self.journal_path, after_seq=db_seq))
+            entries = journal.read_entries(self.journal_path, after_seq=db_seq, store_id=store_id)
+            found += A.journal_discrepancies(con, entries)
         if any(diffs.values()):
             signature = ("totals", *sorted(diffs.items()))
             if signature not in self._reported:
                 self._reported.add(signature)
                 found += A.manifest_discrepancies(con)
-        return max(db_seq, journal_seq) + 1, found
+        return max(db_seq, journal_seq) + 1, store_id, found
 
     def _verify(self, con: duckdb.DuckDBPyConnection, checks: Sequence[_Check], *, committed: bool) -> None:
         """Raise WriteVerificationError unless every check's table holds exactly the rows sent; return None."""
@@ -354,7 +364,8 @@ class ResultStore:
             if not A.has_manifest(con):
                 return []
             found = A.manifest_discrepancies(con)
-            found += A.journal_discrepancies(con, journal.read_entries(self.journal_path))
+            _, store_id = A.store_identity(con)
+            found += A.journal_discrepancies(con, journal.read_entries(self.journal_path, store_id=store_id))
         return found
 
     # ------------------------------------------------------------------ writes
@@ -629,7 +640,7 @@ class ResultStore:
             }
 
 
-def _record_write(con: duckdb.DuckDBPyConnection, manifest: ManifestWriter, seq: int) -> list[dict[str, Any]]:
+def _record_write(con: duckdb.DuckDBPyConnection, manifest: ManifestWriter, seq: int, store_id: str) -> list[dict[str, Any]]:
     """Record write number ``seq`` in the transaction (manifest rows, write_sequence); return its journal lines.
 
     The journal lines are the manifest rows of this write (journal.py gives the format).
@@ -637,14 +648,13 @@ def _record_write(con: duckdb.DuckDBPyConnection, manifest: ManifestWriter, seq:
     now = datetime.now(UTC)
     pid = os.getpid()
     manifest(con, seq, now, pid)
-    con.execute("DELETE FROM write_sequence")
-    con.execute("INSERT INTO write_sequence VALUES (?, ?, ?)", [seq, now, pid])
+    con.execute("UPDATE write_sequence SET seq = ?, written_at = ?, writer_pid = ?", [seq, now, pid])
     rows = con.execute(
         "SELECT table_name, run_date, config_hash, run_id, row_count FROM partition_manifest WHERE write_seq = ?", [seq]
     ).fetchall()
     at = now.isoformat()
-    return [{"seq": seq, "table": t, "run_date": d.isoformat(), "config_hash": h, "run_id": r, "rows": int(n),
-             "pid": pid, "at": at} for t, d, h, r, n in rows]
+    return [{"seq": seq, "store": store_id, "table": t, "run_date": d.isoformat(), "config_hash": h, "run_id": r,
+             "rows": int(n), "pid": pid, "at": at} for t, d, h, r, n in rows]
 
 
 def _quiet(con: duckdb.DuckDBPyConnection) -> None:

@@ -188,3 +188,41 @@ def test_a_clean_store_writes_without_partition_warnings(store: ResultStore, dat
         warnings.simplefilter("error" if warn_as_error else "default", PartitionLostWarning)
         store.write_run_folder(a, run_date=DAY, config_hash=ha, run_id="run-0001")
     assert store.audit() == []
+
+
+def test_a_database_created_again_sets_the_old_journal_aside(store: ResultStore, data_dir: Path) -> None:
+    a, ha = _folder(data_dir, "a")
+    _write_quietly(store, a, ha)
+    old_id = store.query("SELECT store_id FROM write_sequence").column("store_id")[0].as_py()
+    store.path.unlink()  # deleted on purpose (a fresh start), the journal left behind
+    fresh = ResultStore(store.path, data_dir=data_dir, lock_timeout_s=30)
+    b, hb = _folder(data_dir, "b")
+    assert _write_quietly(fresh, b, hb) == []  # not reported as losses
+    assert fresh.audit() == []
+    aside = store.journal_path.with_name(f"{store.journal_path.name}.{old_id[:8]}.old")
+    assert aside.is_file() and {e["config_hash"] for e in J.read_entries(aside)} == {ha}
+    assert {e["config_hash"] for e in J.read_entries(store.journal_path)} == {hb}
+
+
+def test_a_restored_older_copy_still_reports_the_writes_it_lacks(store: ResultStore, data_dir: Path) -> None:
+    # Same database (same store_id), older state: the journal is ahead, the writes it lacks are named.
+    a, ha = _folder(data_dir, "a")
+    _write_quietly(store, a, ha)
+    backup = store.path.with_name("backup.duckdb")
+    shutil.copyfile(store.path, backup)
+    b, hb = _folder(data_dir, "b")
+    _write_quietly(store, b, hb)
+    shutil.copyfile(backup, store.path)
+    assert {d.config_hash for d in store.audit()} == {hb}
+
+
+def test_writes_go_on_when_write_sequence_was_emptied_by_hand(store: ResultStore, data_dir: Path) -> None:
+    a, ha = _folder(data_dir, "a")
+    _write_quietly(store, a, ha)
+    con = duckdb.connect(str(store.path))
+    con.execute("DELETE FROM write_sequence")
+    con.close()
+    b, hb = _folder(data_dir, "b")
+    assert _write_quietly(store, b, hb) == []  # a new identity; the old journal is set aside
+    assert store.query("SELECT count(*) AS n FROM write_sequence").column("n")[0].as_py() == 1
+    assert store.audit() == []

@@ -32,12 +32,15 @@ COMMENT ON COLUMN partition_manifest.write_seq IS 'Store write number (write_seq
 CREATE TABLE IF NOT EXISTS write_sequence (
     seq        BIGINT NOT NULL,
     written_at TIMESTAMPTZ NOT NULL,
-    writer_pid INTEGER
+    writer_pid INTEGER,
+    store_id   VARCHAR NOT NULL
 );
 COMMENT ON TABLE write_sequence IS 'One row: the number of the last partition write committed to this file; the write journal (<db>.writes.jsonl) must not be ahead of it.';
-COMMENT ON COLUMN write_sequence.seq IS 'Write number of the last committed partition write (1, 2, ...).';
+COMMENT ON COLUMN write_sequence.seq IS 'Write number of the last committed partition write (0 before the first).';
 COMMENT ON COLUMN write_sequence.written_at IS 'When that write started, UTC.';
 COMMENT ON COLUMN write_sequence.writer_pid IS 'Process id of that writer.';
+COMMENT ON COLUMN write_sequence.store_id IS 'Random id of this database, on every journal line: a journal of another (deleted and recreated) database is set aside, not read as losses.';
+INSERT INTO write_sequence SELECT 0, now(), NULL, uuid()::VARCHAR WHERE NOT EXISTS (SELECT 1 FROM write_sequence);
 
 -- Backfill: the partitions already stored (their writer and write number are unknown).
 INSERT INTO partition_manifest
