@@ -22,9 +22,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from llem_pipeline.storage.schema import PARTITIONED_TABLES
+from llem_pipeline.storage.schema import PARTITIONED_TABLES, checked_table
 
-_KEYS = "_llem_audit_keys"
+# One count per partitioned table (names from the allow-list) against the manifest's sums.
+_QUICK_TOTALS_SQL = (
+    "WITH c AS (" + " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in PARTITIONED_TABLES) + "), "
+    "m AS (SELECT table_name AS t, sum(row_count) AS n FROM partition_manifest GROUP BY 1) "
+    "SELECT c.t, c.n - coalesce(m.n, 0) FROM c LEFT JOIN m USING (t)"
+)
 
 
 @dataclass(frozen=True)
@@ -71,34 +76,30 @@ def quick_totals(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
     One count per table and one aggregate over the manifest: cheap enough to run before every write.
     """
-    counts = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in PARTITIONED_TABLES)
-    rows = con.execute(
-        f"WITH c AS ({counts}), m AS (SELECT table_name AS t, sum(row_count) AS n FROM partition_manifest GROUP BY 1) "
-        "SELECT c.t, c.n - coalesce(m.n, 0) FROM c LEFT JOIN m USING (t)"
-    ).fetchall()
+    rows = con.execute(_QUICK_TOTALS_SQL).fetchall()
     return {str(t): int(d) for t, d in rows}
 
 
 def manifest_discrepancies(con: duckdb.DuckDBPyConnection, limit: int = 10_000) -> list[Discrepancy]:
     """Return the partitions whose rows differ from partition_manifest (at most ``limit``), table by table."""
     out: list[Discrepancy] = []
-    for table in PARTITIONED_TABLES:
+    for name in PARTITIONED_TABLES:
         rows = con.execute(
             "WITH m AS (SELECT run_date, config_hash, run_id, row_count, writer_pid, written_at, write_seq "
             "           FROM partition_manifest WHERE table_name = ?), "
-            f"a AS (SELECT run_date, config_hash, min(run_id) AS run_id, count(*) AS n FROM {table} GROUP BY ALL) "
+            f"a AS (SELECT run_date, config_hash, min(run_id) AS run_id, count(*) AS n FROM {name} GROUP BY ALL) "
             "SELECT coalesce(m.run_date, a.run_date), coalesce(m.config_hash, a.config_hash), "
             "       coalesce(m.run_id, a.run_id), m.row_count, coalesce(a.n, 0), m.writer_pid, m.written_at, m.write_seq "
             "FROM m FULL OUTER JOIN a ON m.run_date = a.run_date AND m.config_hash = a.config_hash "
             "WHERE coalesce(m.row_count, -1) <> coalesce(a.n, 0) ORDER BY 1, 2 LIMIT ?",
-            [table, limit],
+            [name, limit],
         ).fetchall()
         for day, h, run_id, expected, found, pid, at, seq in rows:
             if expected is None:
                 detail = "rows the store did not write (no manifest row: written outside ResultStore?)"
             else:
                 detail = f"write #{seq} by pid {pid} at {at}" if seq is not None else "manifest row backfilled by migration 4"
-            out.append(Discrepancy(table, day, h, run_id, int(expected or 0), int(found), "manifest", detail))
+            out.append(Discrepancy(name, day, h, run_id, int(expected or 0), int(found), "manifest", detail))
     return out
 
 
@@ -127,10 +128,11 @@ def journal_discrepancies(
         "pid": pa.array(cols["pid"], pa.int64()),
         "written_at": pa.array([str(a) if a is not None else None for a in cols["written_at"]], pa.string()),
     })
-    con.register(_KEYS, journal)
+    con.register("_llem_audit_journal", journal)
     try:
         missing = con.execute(
-            f"WITH j AS (SELECT table_name, run_date::DATE AS run_date, config_hash, run_id, rows, seq, pid, written_at FROM {_KEYS} "
+            "WITH j AS (SELECT table_name, run_date::DATE AS run_date, config_hash, run_id, rows, seq, pid, written_at "
+            "           FROM _llem_audit_journal "
             "            QUALIFY row_number() OVER (PARTITION BY table_name, run_date, config_hash ORDER BY seq DESC) = 1) "
             "SELECT j.* FROM j LEFT JOIN partition_manifest m "
             "  ON m.table_name = j.table_name AND m.run_date = j.run_date AND m.config_hash = j.config_hash "
@@ -138,14 +140,13 @@ def journal_discrepancies(
             [limit],
         ).fetchall()
     finally:
-        con.unregister(_KEYS)
+        con.unregister("_llem_audit_journal")
     out: list[Discrepancy] = []
     for table, day, h, run_id, rows, seq, pid, at in missing:
         if table not in PARTITIONED_TABLES:
             continue
-        counted = con.execute(
-            f"SELECT count(*) FROM {table} WHERE run_date = ? AND config_hash = ?", [day, h]
-        ).fetchall()
+        name = checked_table(table, PARTITIONED_TABLES)
+        counted = con.execute(f"SELECT count(*) FROM {name} WHERE run_date = ? AND config_hash = ?", [day, h]).fetchall()
         found = int(counted[0][0]) if counted else 0
         if rows == 0 and found == 0:
             continue  # a write that emptied this table's partition; it is empty: nothing to recover
