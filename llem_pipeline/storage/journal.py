@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,21 @@ def journal_path(db_path: Path | str) -> Path:
     return db_path.with_name(db_path.name + JOURNAL_SUFFIX)
 
 
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "seq": int, "table": str, "run_date": str, "config_hash": str, "run_id": str, "rows": int,
+}
+
+
 def _parse(line: bytes) -> dict[str, Any] | None:
+    """Return one journal entry, or None for a torn or foreign line (wrong keys, types or date)."""
     try:
         entry = json.loads(line)
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), t) for k, t in _TYPES.items()):
+            return None
+        date.fromisoformat(entry["run_date"])
     except (ValueError, UnicodeDecodeError):
         return None
-    return entry if isinstance(entry, dict) and isinstance(entry.get("seq"), int) else None
+    return entry
 
 
 def last_entry(path: Path) -> dict[str, Any] | None:

@@ -266,9 +266,12 @@ class ResultStore:
         journal of another database (this file was deleted and created again) is set aside.
         """
         db_seq, store_id = A.store_identity(con)
-        if not store_id:  # write_sequence emptied by hand: this file starts a new identity
-            made = con.execute("INSERT INTO write_sequence SELECT 0, now(), NULL, uuid()::VARCHAR RETURNING store_id").fetchall()
-            store_id = str(made[0][0])
+        if not store_id:  # write_sequence emptied by hand: a new identity, numbered on from the manifest
+            made = con.execute(
+                "INSERT INTO write_sequence SELECT coalesce((SELECT max(write_seq) FROM partition_manifest), 0), now(), "
+                "NULL, uuid()::VARCHAR RETURNING seq, store_id"
+            ).fetchall()
+            db_seq, store_id = int(made[0][0]), str(made[0][1])
         diffs = A.quick_totals(con)
         tail = journal.last_entry(self.journal_path)
         if tail is not None and tail.get("store") != store_id:
