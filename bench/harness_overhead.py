@@ -54,6 +54,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--start-steps", type=int, default=11, help="steps counted as the run's start in the breakdown")
     ap.add_argument("--interval-ms", type=float, default=100.0, help="sampler period of the harness side, ms")
+    ap.add_argument("--no-boundary-correction", action="store_true",
+                    help="diagnostic: no counter calibration and no edge polls at the window's ends")
     args = ap.parse_args()
 
     import torch
@@ -73,7 +75,8 @@ def main() -> int:
     config = ExperimentConfig.model_validate({
         "model": str(model_dir), "n": args.n, "max_input_tokens": 64, "max_output_tokens": args.max_output_tokens,
         "precision": "fp32", "warmup": {"enabled": False}, "baseline": {"enabled": False},
-        "pytorch": {"batch_size": args.batch_size}, "energy": {"sample_interval_ms": args.interval_ms},
+        "pytorch": {"batch_size": args.batch_size},
+        "energy": {"sample_interval_ms": args.interval_ms, "boundary_correction": not args.no_boundary_correction},
     })
     tokenizer = load_tokenizer(str(model_dir))
     prompts = build_prompt_set(config, tokenizer)
