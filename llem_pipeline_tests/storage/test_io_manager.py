@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from llem_pipeline.domain import EnvironmentSnapshot, ExperimentResult, compute_measurement_config_hash
-from llem_pipeline.storage import ResultStore, StorageError
+from llem_pipeline.storage import ResultStore, StorageError, journal
 from llem_pipeline.storage.io_manager import LlemDuckDBIOManager, split_partition_key, table_for
 from llem_pipeline_tests.storage.run_folder_factory import (
     make_config,
@@ -100,6 +100,20 @@ def test_rematerialising_replaces_the_partition(setup) -> None:
     for n in (40, 25, 25):
         io.handle_output(_out("power_timeseries", key, instance), timeseries_table(n))
     assert ResultStore(db).row_counts()["power_samples"] == 25
+
+
+def test_outputs_go_through_the_stores_writer_lock_manifest_and_journal(setup) -> None:
+    # The I/O manager writes through ResultStore._write: the writer lock file exists (released), the
+    # manifest and the journal hold each materialisation, the audit finds nothing.
+    _config, h, instance, db, io, key = setup
+    for n in (40, 25):
+        io.handle_output(_out("power_timeseries", key, instance), timeseries_table(n))
+    store = ResultStore(db)
+    assert store.write_lock_path.is_file() and store.write_lock_path.read_text() == ""
+    rows = store.query("SELECT table_name, config_hash, run_id, row_count, write_seq FROM partition_manifest").to_pylist()
+    assert rows == [{"table_name": "power_samples", "config_hash": h, "run_id": RUN_ID, "row_count": 25, "write_seq": 2}]
+    assert [(e["seq"], e["rows"]) for e in journal.read_entries(store.journal_path)] == [(1, 40), (2, 25)]
+    assert store.audit() == []
 
 
 def test_wrong_types_and_unknown_assets_are_refused(setup) -> None:
