@@ -1,4 +1,4 @@
-"""Resources of the code location: GPU allocator, measurement worker, Pipes client, run-folder I/O, DuckDB store.
+"""Resources of the code location: GPU allocator, measurement worker, Pipes client, DuckDB store.
 
 Environment: LLEM_DEVICES ('auto' | 'simulated' | '0,1'; required, no silent fallback),
 LLEM_DUCKDB / LLEM_DATA_DIR (paths, see llem_pipeline.paths), LLEM_WORKER_PYTHON (another interpreter
@@ -12,7 +12,6 @@ import os
 import dagster as dg
 
 from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocator
-from llem_pipeline.defs.measurements.io_manager import RunFolderIOManager
 from llem_pipeline.defs.measurements.worker import MeasurementWorker
 from llem_pipeline.defs.store_resource import LlemStore
 
@@ -33,7 +32,6 @@ def resources() -> dg.Definitions:
             "gpu_allocator": GpuAllocator(devices=dg.EnvVar("LLEM_DEVICES")),
             "measurement_worker": _worker(),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
-            "run_folder_io_manager": RunFolderIOManager(),
             "llem_store": LlemStore(),
         }
     )

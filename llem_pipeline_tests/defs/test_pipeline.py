@@ -97,6 +97,25 @@ def test_every_asset_of_a_demo_partition_materialises(demo) -> None:
     assert report.success
 
 
+def test_results_re_stored_alone_come_from_the_partitions_latest_measurement(demo) -> None:
+    # the CPU step alone (e.g. after a storage change): its run measured nothing, so it stores the run folder
+    # of the partition's latest GPU-step materialisation, under that measurement's run id
+    instance, hashes, data = demo
+    measured = _materialise_in_process(instance, hashes[0])
+    assert measured.success
+    store_only = lazy_defs().resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=measurement_key(_today(), hashes[0]),
+        asset_selection=[dg.AssetKey(k) for k in ("experiment_results", "power_timeseries", "request_latencies")],
+    )
+    assert store_only.success
+    assert {e.asset_key.to_user_string() for e in store_only.get_asset_materialization_events()} == {
+        "experiment_results", "power_timeseries", "request_latencies"}
+    rows = ResultStore(data / "llem.duckdb").query(
+        "SELECT run_id FROM experiment_results WHERE config_hash = ? AND run_date = ?", [hashes[0], _today()]
+    ).to_pylist()
+    assert rows == [{"run_id": measured.run_id}]
+
+
 def test_two_partitions_launched_together_never_overlap_and_rematerialising_keeps_counts(demo) -> None:
     instance, hashes, data = demo
     before = _partition_counts(data, hashes[0])

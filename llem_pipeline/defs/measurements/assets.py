@@ -2,7 +2,7 @@
 
 It holds one pool "gpu" slot (Dagster counts GPU steps across runs) and a GpuAllocator lease (which
 GPU), runs the worker through Dagster Pipes with a hard timeout, and reads the run folder. It never
-opens DuckDB: the CPU steps downstream load the run folder into the database.
+opens DuckDB: the CPU step downstream loads the run folder into the database (run_lookup.py).
 """
 
 
@@ -24,19 +24,16 @@ from llem_pipeline.defs.experiments.partitions import measurement_partitions, sp
 from llem_pipeline.defs.experiments.registry import resolve_config
 from llem_pipeline.defs.measurements.devices import DeviceSpecError
 from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocationError, GpuAllocator
-from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.measurements.run_folder import RunFolder
+from llem_pipeline.defs.measurements.run_lookup import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.measurements.worker import MeasurementWorker, worker_error
 from llem_pipeline.domain.errors import ConfigError
 from llem_pipeline.paths import data_dir
-
-IO_MANAGER_KEY = "run_folder_io_manager"
 
 
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     return dg.AssetOut(
         description=description,
-        io_manager_key=IO_MANAGER_KEY,
         group_name=MEASUREMENT_GROUP,
         owners=OWNERS,
         kinds=kinds,
@@ -71,7 +68,8 @@ def gpu_measurement(
     measurement_worker: MeasurementWorker,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ):
-    """Run the worker for the partition's config; yields the three outputs read from its run folder."""
+    """Run the worker for the partition's config; yields one MaterializeResult per asset, with metadata read
+    from the run folder the worker wrote (the folder is the value: no I/O manager stores it again)."""
     run_date, config_hash = split_measurement_key(context.partition_key)
     try:
         config = resolve_config(config_hash)
@@ -115,18 +113,18 @@ def gpu_measurement(
     baseline = folder.baseline()
     processes = folder.process_results()
     common = {"run_dir": dg.MetadataValue.path(str(folder.path)), "device_kind": env.device_kind or "unknown"}
-    yield dg.Output(env, output_name=ENVIRONMENT, metadata={
+    yield dg.MaterializeResult(asset_key=ENVIRONMENT, metadata={
         **common,
         "gpu_names": ", ".join(env.gpu_names) or "none",
         "python": env.python_version,
         "torch": env.torch_version or "n/a",
     })
-    yield dg.Output(baseline, output_name=BASELINE, metadata={
+    yield dg.MaterializeResult(asset_key=BASELINE, metadata={
         **common,
         **({"baseline_total_power_w": float(baseline["total_power_w"])} if baseline else {}),
         "provenance": (baseline or {}).get("provenance", "disabled"),
     })
-    yield dg.Output(folder, output_name=RAW, metadata={
+    yield dg.MaterializeResult(asset_key=RAW, metadata={
         **common,
         **{k: v for k, v in reported.items() if k not in common},
         "num_processes": len(processes),

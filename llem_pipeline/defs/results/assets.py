@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from llem_pipeline.defs.charts import embed_png, power_trace_png, save_png
 from llem_pipeline.defs.constants import OWNERS, RESULTS_CODE_VERSION, RESULTS_GROUP
 from llem_pipeline.defs.experiments.partitions import measurement_partitions
-from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.measurements.run_folder import RunFolder
+from llem_pipeline.defs.measurements.run_lookup import BASELINE, ENVIRONMENT, RAW, run_folder_for
 from llem_pipeline.defs.results.derive import derive_result, previous_j_per_token
 from llem_pipeline.defs.results.latency import latency_metadata
 from llem_pipeline.defs.results.power import chart_path, power_metadata, trace_series
@@ -62,7 +62,7 @@ def _out(description: str, kinds: set[str]) -> dg.AssetOut:
             {"duckdb", "parquet"},
         ),
     },
-    ins={RAW: dg.AssetIn(), ENVIRONMENT: dg.AssetIn(), BASELINE: dg.AssetIn()},
+    deps=[RAW, ENVIRONMENT, BASELINE],
     internal_asset_deps={
         RESULTS: {dg.AssetKey(RAW), dg.AssetKey(ENVIRONMENT), dg.AssetKey(BASELINE)},
         POWER: {dg.AssetKey(RAW)},
@@ -73,17 +73,19 @@ def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     description="CPU step: the run folder's result, power samples and requests into DuckDB in one transaction; "
     "the SPEC §3.11 checks.",
 )
-def store_results(
-    context: dg.AssetExecutionContext,
-    llem_store: LlemStore,
-    raw_process_results: RunFolder,
-    environment_snapshot: EnvironmentSnapshot,
-    baseline_power: dict[str, Any] | None,
-):
-    """Write every table of the partition in one transaction; yields one MaterializeResult per asset
-    (headline metadata on experiment_results; row counts, W and ms figures on the others) and the seven
-    AssetCheckResults of experiment_results."""
-    folder = raw_process_results
+def store_results(context: dg.AssetExecutionContext, llem_store: LlemStore):
+    """Store the run folder of this run's measurement (else the partition's latest one); yields what
+    ``store_partition`` yields."""
+    folder = run_folder_for(context.instance, context.partition_key, context.run.run_id)
+    yield from store_partition(context, llem_store, folder)
+
+
+def store_partition(context: dg.AssetExecutionContext, llem_store: LlemStore, folder: RunFolder):
+    """Write every table of the partition from ``folder`` in one transaction; yields one MaterializeResult
+    per asset (headline metadata on experiment_results; row counts, W and ms figures on the others) and the
+    seven AssetCheckResults of experiment_results."""
+    environment_snapshot = folder.environment()
+    baseline_power = folder.baseline()
     result, agrees = derive_result(folder)
     if not agrees:
         context.log.warning("re-aggregated result differs from the worker's result.json (aggregation code changed?)")

@@ -15,7 +15,7 @@ import pytest
 
 from llem_pipeline.defs.experiments.partitions import measurement_key
 from llem_pipeline.defs.measurements.run_folder import RunFolder
-from llem_pipeline.defs.results.assets import store_results
+from llem_pipeline.defs.results.assets import store_partition
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import ResultStore
@@ -37,10 +37,7 @@ def _ctx(folder: RunFolder) -> dg.AssetExecutionContext:
 
 def _store(folder: RunFolder) -> dict[str, Any]:
     """Run the CPU step on ``folder``; return its MaterializeResults by asset name ("checks": the check results)."""
-    out = list(store_results(
-        context=_ctx(folder), llem_store=LlemStore(), raw_process_results=folder,
-        environment_snapshot=folder.environment(), baseline_power=folder.baseline(),
-    ))
+    out = list(store_partition(_ctx(folder), LlemStore(), folder))
     results = {r.asset_key.to_user_string(): r for r in out if isinstance(r, dg.MaterializeResult)}
     return {**results, "checks": [r for r in out if isinstance(r, dg.AssetCheckResult)]}
 
