@@ -4,8 +4,10 @@ One process, one loaded tiny-model engine, the same token-id prompts. Pairs run 
 alternating order (bare, harness, harness, bare, …):
 - bare:    ``engine.run(prompts)``;
 - harness: ``measure_process(...)`` with the sampler on (its default 100 ms, all device columns read
-  every tick), the energy window's boundary polls, the analysis — everything but model load, warmup
-  and baseline, which happen outside the window in both cases.
+  every tick), the counter calibration, a warmup of one batch, the energy window's boundary polls, the
+  analysis — everything but model load and baseline;
+- both sides run the same one-batch warmup right before their run (as production does: the window
+  starts after warmup and the edge poll), so neither run starts from an engine idle for long.
 Throughput on both sides is output tokens / (last token − first submission), i.e. the harness's own
 definition of the window. The headline is the median of per-pair ratios harness/bare; cost = 1 − ratio,
 with a bootstrap 95 % interval of that median: on a shared 2-core machine one pair's ratio scatters by
@@ -62,25 +64,30 @@ def main() -> int:
 
     from llem_pipeline.domain.config import ExperimentConfig
     from llem_pipeline.engines.model_files import load_tokenizer
-    from llem_pipeline.engines.prompts import build_prompt_set
+    from llem_pipeline.engines.prompts import build_prompt_set, warmup_prompts
     from llem_pipeline.engines.registry import load_engine
     from llem_pipeline.engines.tiny_model import make_model
     from llem_pipeline.measure.devices.fake_pynvml import install_fake_pynvml
     from llem_pipeline.measure.devices.nvml import close_devices, open_nvml_devices
     from llem_pipeline.measure.devices.simulated import Constant, SimulatedDevice
     from llem_pipeline.measure.harness import measure_process
+    from llem_pipeline.measure.warmup import run_warmup
 
     torch.set_num_threads(args.threads)
     model_dir = make_model(os.path.join(tempfile.mkdtemp(), "tiny"), "tiny", 0)
     config = ExperimentConfig.model_validate({
         "model": str(model_dir), "n": args.n, "max_input_tokens": 64, "max_output_tokens": args.max_output_tokens,
-        "precision": "fp32", "warmup": {"enabled": False}, "baseline": {"enabled": False},
+        "precision": "fp32", "baseline": {"enabled": False},
+        # warmup as in production, right before the window (one batch: the bench stays short); the bare side runs
+        # the same warmup before its run, so both runs start from a just-warmed engine
+        "warmup": {"enabled": True, "mode": "fixed", "n_warmup": args.batch_size, "thermal_floor_seconds": 0},
         "pytorch": {"batch_size": args.batch_size},
         "energy": {"sample_interval_ms": args.interval_ms, "boundary_correction": not args.no_boundary_correction},
     })
     tokenizer = load_tokenizer(str(model_dir))
     prompts = build_prompt_set(config, tokenizer)
     engine = load_engine(config, [])
+    warm = warmup_prompts(prompts, config.warmup.n_warmup)
 
     class Kept:  # the harness cleans its engine up; keep ours loaded across pairs
         info = engine.info
@@ -120,6 +127,7 @@ def main() -> int:
                     for side in order:
                         gc.collect()  # same heap state on both sides: the harness's garbage is not billed to a later run
                         if side == "bare":
+                            run_warmup(engine, warm, config.warmup, batch_size=args.batch_size)
                             records = engine.run(prompts.token_ids)
                             got[side] = tput(records)
                             step_times[side].append(step_durations(records))
