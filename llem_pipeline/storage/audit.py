@@ -24,11 +24,13 @@ import pyarrow as pa
 
 from llem_pipeline.storage.schema import PARTITIONED_TABLES, checked_table
 
-# One count per partitioned table (names from the allow-list) against the manifest's sums.
+# One count per partitioned table (names from the allow-list) against the manifest's sums, and the
+# file's write number and store_id, in one statement (each statement costs ~1 ms on a small file).
 _QUICK_TOTALS_SQL = (
     "WITH c AS (" + " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in PARTITIONED_TABLES) + "), "
-    "m AS (SELECT table_name AS t, sum(row_count) AS n FROM partition_manifest GROUP BY 1) "
-    "SELECT c.t, c.n - coalesce(m.n, 0) FROM c LEFT JOIN m USING (t)"
+    "m AS (SELECT table_name AS t, sum(row_count) AS n FROM partition_manifest GROUP BY 1), "
+    "w AS (SELECT seq, store_id FROM write_sequence ORDER BY seq DESC LIMIT 1) "
+    "SELECT c.t, c.n - coalesce(m.n, 0), (SELECT seq FROM w), (SELECT store_id FROM w) FROM c LEFT JOIN m USING (t)"
 )
 
 
@@ -71,13 +73,16 @@ def store_identity(con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
     return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
 
 
-def quick_totals(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Return {table: rows in the table - rows the manifest accounts for} (all 0 when nothing is lost).
+def quick_totals(con: duckdb.DuckDBPyConnection) -> tuple[int, str, dict[str, int]]:
+    """Return (last committed write number, store_id, {table: rows in the table - rows the manifest accounts for}).
 
-    One count per table and one aggregate over the manifest: cheap enough to run before every write.
+    The differences are all 0 when nothing is lost; (0, '') stand for an empty write_sequence. One
+    count per table and one aggregate over the manifest: cheap enough to run before every write
+    (about 5 ms with 14 M samples and 500k manifest rows).
     """
     rows = con.execute(_QUICK_TOTALS_SQL).fetchall()
-    return {str(t): int(d) for t, d in rows}
+    seq, store_id = (rows[0][2], rows[0][3]) if rows else (None, None)
+    return int(seq or 0), str(store_id or ""), {str(t): int(d) for t, d, _, _ in rows}
 
 
 def manifest_discrepancies(con: duckdb.DuckDBPyConnection, limit: int = 10_000) -> list[Discrepancy]:

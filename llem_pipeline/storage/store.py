@@ -91,8 +91,9 @@ from llem_pipeline.storage.schema import (
 from llem_pipeline.storage.sql_guard import check_read_only
 
 T = TypeVar("T")
-# Records the manifest rows of one write: (connection, write number, time, pid) -> None.
-ManifestWriter = Callable[[duckdb.DuckDBPyConnection, int, datetime, int], None]
+# Records the manifest rows of one write: (connection, write number, time, pid) -> the rows recorded,
+# as (table_name, run_date, config_hash, run_id, row_count).
+ManifestWriter = Callable[[duckdb.DuckDBPyConnection, int, datetime, int], list[tuple[Any, ...]]]
 _STAGING = "_llem_rows"  # the one name under which incoming arrow tables are registered
 READ_CONFIG: dict[str, Any] = {"enable_external_access": False}
 _PATH_LOCKS: dict[Path, threading.Lock] = {}
@@ -265,14 +266,13 @@ class ResultStore:
         once per ResultStore (a known loss does not re-run the full audit on every later write). A
         journal of another database (this file was deleted and created again) is set aside.
         """
-        db_seq, store_id = A.store_identity(con)
+        db_seq, store_id, diffs = A.quick_totals(con)
         if not store_id:  # write_sequence emptied by hand: a new identity, numbered on from the manifest
             made = con.execute(
                 "INSERT INTO write_sequence SELECT coalesce((SELECT max(write_seq) FROM partition_manifest), 0), now(), "
                 "NULL, uuid()::VARCHAR RETURNING seq, store_id"
             ).fetchall()
             db_seq, store_id = int(made[0][0]), str(made[0][1])
-        diffs = A.quick_totals(con)
         tail = journal.last_entry(self.journal_path)
         if tail is not None and tail.get("store") != store_id:
             journal.set_aside(self.journal_path, str(tail.get("store") or "unknown"))
@@ -485,7 +485,7 @@ class ResultStore:
         names = list(prepared)
         sizes = [prepared[n].num_rows for n in names]
 
-        def manifest(con: duckdb.DuckDBPyConnection, seq: int, now: datetime, pid: int) -> None:
+        def manifest(con: duckdb.DuckDBPyConnection, seq: int, now: datetime, pid: int) -> list[tuple[Any, ...]]:
             con.execute(
                 "DELETE FROM partition_manifest WHERE run_date = ? AND config_hash = ? "
                 "AND table_name IN (SELECT unnest(?::VARCHAR[]))", [day, config_hash, names],
@@ -494,6 +494,7 @@ class ResultStore:
                 "INSERT INTO partition_manifest SELECT unnest(?::VARCHAR[]), ?::DATE, ?, ?, unnest(?::BIGINT[]), ?, ?, ?",
                 [names, day, config_hash, run_id, sizes, now, pid, seq],
             )
+            return [(n, day, config_hash, run_id, k) for n, k in zip(names, sizes, strict=True)]
 
         return self._write(work, checks, manifest)
 
@@ -563,24 +564,27 @@ class ResultStore:
                 )
             return counts
 
-        def manifest(con: duckdb.DuckDBPyConnection, seq: int, now: datetime, pid: int) -> None:
+        def manifest(con: duckdb.DuckDBPyConnection, seq: int, now: datetime, pid: int) -> list[tuple[Any, ...]]:
             con.execute(
                 "DELETE FROM partition_manifest WHERE table_name IN (SELECT unnest(?::VARCHAR[])) "
                 "AND run_date BETWEEN ? AND ? AND config_hash BETWEEN ? AND ? "
                 "AND (run_date, config_hash) IN (SELECT run_date, config_hash FROM _llem_keys)",
                 [list(tables), *bounds],
             )
+            recorded: list[tuple[Any, ...]] = []
             for name, table in tables.items():
                 # Rows per partition, counted by DuckDB from the Arrow table (0 for a partition this table lacks).
                 con.register(_STAGING, table.select(["run_date", "config_hash"]))
-                con.execute(
+                recorded += con.execute(
                     "INSERT INTO partition_manifest SELECT ?, k.run_date, k.config_hash, k.run_id, coalesce(s.n, 0), ?, ?, ? "
                     "FROM _llem_keys k LEFT JOIN (SELECT run_date::DATE AS run_date, config_hash::VARCHAR AS config_hash, "
                     f"count(*) AS n FROM {_STAGING} GROUP BY ALL) s "
-                    "ON k.run_date = s.run_date AND k.config_hash = s.config_hash",
+                    "ON k.run_date = s.run_date AND k.config_hash = s.config_hash "
+                    "RETURNING table_name, run_date, config_hash, run_id, row_count",
                     [name, now, pid, seq],
-                )
+                ).fetchall()
                 con.unregister(_STAGING)
+            return recorded
 
         return self._write(work, checks, manifest)
 
@@ -650,11 +654,8 @@ def _record_write(con: duckdb.DuckDBPyConnection, manifest: ManifestWriter, seq:
     """
     now = datetime.now(UTC)
     pid = os.getpid()
-    manifest(con, seq, now, pid)
+    rows = manifest(con, seq, now, pid)
     con.execute("UPDATE write_sequence SET seq = ?, written_at = ?, writer_pid = ?", [seq, now, pid])
-    rows = con.execute(
-        "SELECT table_name, run_date, config_hash, run_id, row_count FROM partition_manifest WHERE write_seq = ?", [seq]
-    ).fetchall()
     at = now.isoformat()
     return [{"seq": seq, "store": store_id, "table": t, "run_date": d.isoformat(), "config_hash": h, "run_id": r,
              "rows": int(n), "pid": pid, "at": at} for t, d, h, r, n in rows]
