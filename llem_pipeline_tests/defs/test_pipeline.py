@@ -174,4 +174,6 @@ def test_a_pipelined_study_starts_each_run_when_the_gpu_slot_frees(demo) -> None
     gpu_end = first(outcomes[0].run_id, "gpu_measurement", "STEP_SUCCESS")
     assert first(outcomes[1].run_id, None, "PIPELINE_START") >= gpu_end
     assert first(outcomes[1].run_id, "gpu_measurement", "STEP_START") >= gpu_end
+    # ... and was created (record, plan, planned events) while the first one measured, not after it
+    assert instance.get_run_record_by_id(outcomes[1].run_id).create_timestamp.timestamp() < gpu_end
     assert len({instance.get_run_by_id(o.run_id).tags["llem/launch_id"] for o in outcomes}) == 2

@@ -1,10 +1,10 @@
 """Launch measurements without the daemon: register a study and materialise its partitions on an instance.
 
-Each partition is its own run through ``dg.execute_job`` (the job's in-process executor, pools enforced
-by the instance), started when a GPU slot is free (pipelined: the next GPU step overlaps the previous
-run's CPU step), several at once, each from its own spawned process (Dagster's run execution is not
-thread-safe: two runs in threads of one process deadlock in logging setup); the pool "gpu" and the
-GPU allocator serialise the GPU steps. Used by
+Each partition is its own run (the job's in-process executor, pools enforced by the instance), started
+when a GPU slot is free (pipelined: the next GPU step overlaps the previous run's CPU step; the next run
+is created while the previous one measures and started on its turn), several at once, each in a spawned
+partition-runner process (Dagster's run execution is not thread-safe: two runs in threads of one process
+deadlock in logging setup); the pool "gpu" and the GPU allocator serialise the GPU steps. Used by
 ``python -m llem_pipeline.defs.launch`` (``make demo``) and the tests.
 """
 
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.queues
 import os
+import queue
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -112,11 +115,61 @@ def _run_one(run_date: str, config_hash: str, tags: dict[str, str], log_level: s
     return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
 
 
-def _warm_runner() -> None:
-    """Initialise a partition-runner process (returns None): import the code location and resolve the
-    measurement job, open the instance, and draw one chart (matplotlib's first figure loads its font cache,
-    ~0.3 s) — so that none of it lands between a run's GPU step and the next. Best effort: a failure here
-    (a broken code location, say) is left to the run, which reports it with the run's context."""
+def _run_prepared(run_date: str, config_hash: str, tags: dict[str, str], log_level: str, launch_id: str) -> LaunchOutcome:
+    """Create one partition's run now and execute it when the launcher hands this runner ``launch_id`` (its
+    turn on the GPU); returns its outcome.
+
+    ``dg.execute_job`` is run creation (run record, execution plan, one planned event per asset and check,
+    the run's event-log shard: ~0.25 s) followed by execution; done ahead, the creation overlaps the previous
+    run's measurement instead of delaying the next one. The same two calls as execute_job (pinned Dagster).
+    When the launcher goes away before this run's turn, the run is marked canceled (never left NOT_STARTED).
+    """
+    from dagster._core.execution.api import execute_run
+
+    instance = _process_instance(os.environ.get("DAGSTER_HOME", ""))
+    recon = dg.reconstructable(measure_job)
+    job_def = measure_job()
+    key = measurement_key(run_date, config_hash)
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=_console(log_level),
+        tags={**job_def.run_tags, **measurement_partitions.get_tags_for_partition_key(key), **tags},
+        job_code_origin=recon.get_python_origin(),
+    )
+    if _TURNS is not None and not _await_turn(_TURNS, launch_id, _LAUNCHER_PID):
+        instance.report_run_canceled(run, message="the launcher stopped before this run's turn on the GPU")
+        return LaunchOutcome(run_date, config_hash, run.run_id, False)
+    result = execute_run(recon, run, instance, raise_on_error=False)
+    return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
+
+
+_TURNS: multiprocessing.queues.Queue | None = None  # launch ids, in the order the launcher gives runs their turn
+_LAUNCHER_PID: int | None = None  # the process that started this runner
+
+
+def _await_turn(turns: Any, launch_id: str, launcher_pid: int | None, check_s: float = 1.0) -> bool:
+    """Block until ``launch_id`` comes off ``turns`` (a queue); return True then, or False once this process's
+    parent is no longer ``launcher_pid`` (the launcher has gone). Other ids (of runs that failed before their
+    turn) are dropped: only one prepared run waits at a time."""
+    while True:
+        try:
+            token = turns.get(timeout=check_s)
+        except queue.Empty:
+            if launcher_pid is not None and os.getppid() != launcher_pid:
+                return False
+            continue
+        if token == launch_id:
+            return True
+
+
+def _warm_runner(turns: multiprocessing.queues.Queue | None = None) -> None:
+    """Initialise a partition-runner process (returns None): keep the launcher's turn queue, import the code
+    location and resolve the measurement job, open the instance, and draw one chart (matplotlib's first
+    figure loads its font cache, ~0.3 s) — so that none of it lands between a run's GPU step and the next.
+    Best effort: a failure here (a broken code location, say) is left to the run, which reports it with the
+    run's context."""
+    global _TURNS, _LAUNCHER_PID
+    _TURNS, _LAUNCHER_PID = turns, os.getppid()
     try:
         measure_job()
         if os.environ.get("DAGSTER_HOME"):
@@ -173,9 +226,10 @@ def materialize_partitions(
     ``parallel=None`` (default) pipelines the study over the GPU pool: a run starts as soon as a GPU slot
     is free — its GPU step can begin while the previous run still stores its results (CPU step) — and
     never earlier, so no run waits on the pool's growing re-check interval (1 s, ×1.1 per check, up to
-    15 s) while the GPU idles. Its partition-runner processes start and warm up (code location, instance,
-    first chart) before the first run: one started on demand later would import Dagster while a measurement
-    runs, or while the GPU waits. ``parallel=N`` starts N runs at once instead (each waits on the pool).
+    15 s) while the GPU idles. Each run is created (run record, plan, planned events) while the previous one
+    measures, and starts on its turn. The partition-runner processes start and warm up (code location,
+    instance, first chart) before the first run: one started on demand later would import Dagster while a
+    measurement runs, or while the GPU waits. ``parallel=N`` starts N runs at once instead (each waits on the pool).
     ``stats``, when given, receives ``runners_ready_s`` (s until every runner was warm: a per-study cost).
     """
     spawn = multiprocessing.get_context("spawn")
@@ -189,15 +243,20 @@ def materialize_partitions(
         slots = gpu_pool_limit(instance)
         gate = _GpuGate(instance, slots)
         workers = max(1, min(2 * slots, len(config_hashes)))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn, initializer=_warm_runner) as pool:
+        turns = spawn.Queue()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn, initializer=_warm_runner,
+                                 initargs=(turns,)) as pool:
             ready_s = _start_runners(pool, workers)
             if stats is not None:
                 stats["runners_ready_s"] = ready_s
             futures = []
             for h in config_hashes:
                 launch_id = uuid.uuid4().hex
+                # the run is created now (while the previous one measures) and starts on its turn
+                future = pool.submit(_run_prepared, run_date, h, {**base_tags, LAUNCH_TAG: launch_id}, log_level,
+                                     launch_id)
                 gate.wait_for_slot(poll_s)
-                future = pool.submit(_run_one, run_date, h, {**base_tags, LAUNCH_TAG: launch_id}, log_level)
+                turns.put(launch_id)
                 gate.launched(launch_id, future)
                 futures.append(future)
             return [f.result() for f in futures]
