@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import multiprocessing.queues
 import os
-import queue
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import dagster as dg
 
@@ -115,9 +114,9 @@ def _run_one(run_date: str, config_hash: str, tags: dict[str, str], log_level: s
     return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
 
 
-def _run_prepared(run_date: str, config_hash: str, tags: dict[str, str], log_level: str, launch_id: str) -> LaunchOutcome:
-    """Create one partition's run now and execute it when the launcher hands this runner ``launch_id`` (its
-    turn on the GPU); returns its outcome.
+def _run_prepared(run_date: str, config_hash: str, tags: dict[str, str], log_level: str, turn_file: str) -> LaunchOutcome:
+    """Create one partition's run now and execute it once the launcher creates ``turn_file`` (the run's turn
+    on the GPU); returns its outcome.
 
     ``dg.execute_job`` is run creation (run record, execution plan, one planned event per asset and check,
     the run's event-log shard: ~0.25 s) followed by execution; done ahead, the creation overlaps the previous
@@ -136,40 +135,37 @@ def _run_prepared(run_date: str, config_hash: str, tags: dict[str, str], log_lev
         tags={**job_def.run_tags, **measurement_partitions.get_tags_for_partition_key(key), **tags},
         job_code_origin=recon.get_python_origin(),
     )
-    if _TURNS is not None and not _await_turn(_TURNS, launch_id, _LAUNCHER_PID):
+    if not _await_turn(Path(turn_file), _LAUNCHER_PID):
         instance.report_run_canceled(run, message="the launcher stopped before this run's turn on the GPU")
         return LaunchOutcome(run_date, config_hash, run.run_id, False)
     result = execute_run(recon, run, instance, raise_on_error=False)
     return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
 
 
-_TURNS: multiprocessing.queues.Queue | None = None  # launch ids, in the order the launcher gives runs their turn
 _LAUNCHER_PID: int | None = None  # the process that started this runner
 
 
-def _await_turn(turns: Any, launch_id: str, launcher_pid: int | None, check_s: float = 1.0) -> bool:
-    """Block until ``launch_id`` comes off ``turns`` (a queue); return True then, or False once this process's
-    parent is no longer ``launcher_pid`` (the launcher has gone). Other ids (of runs that failed before their
-    turn) are dropped: only one prepared run waits at a time."""
-    while True:
-        try:
-            token = turns.get(timeout=check_s)
-        except queue.Empty:
+def _await_turn(turn_file: Path, launcher_pid: int | None, poll_s: float = 0.01, check_s: float = 1.0) -> bool:
+    """Block until ``turn_file`` exists (the launcher creates it when the run's turn on the GPU comes; one file
+    per run, so no run can take another's turn); return True then, or False once this process's parent is no
+    longer ``launcher_pid`` (the launcher has gone). Polls every ``poll_s`` s (a stat: ~2 µs)."""
+    next_check = time.monotonic() + check_s
+    while not turn_file.exists():
+        if time.monotonic() >= next_check:
             if launcher_pid is not None and os.getppid() != launcher_pid:
                 return False
-            continue
-        if token == launch_id:
-            return True
+            next_check = time.monotonic() + check_s
+        time.sleep(poll_s)
+    return True
 
 
-def _warm_runner(turns: multiprocessing.queues.Queue | None = None) -> None:
-    """Initialise a partition-runner process (returns None): keep the launcher's turn queue, import the code
-    location and resolve the measurement job, open the instance, and draw one chart (matplotlib's first
+def _warm_runner() -> None:
+    """Initialise a partition-runner process (returns None): note the launcher's pid, import the code location and resolve the measurement job, open the instance, and draw one chart (matplotlib's first
     figure loads its font cache, ~0.3 s) — so that none of it lands between a run's GPU step and the next.
     Best effort: a failure here (a broken code location, say) is left to the run, which reports it with the
     run's context."""
-    global _TURNS, _LAUNCHER_PID
-    _TURNS, _LAUNCHER_PID = turns, os.getppid()
+    global _LAUNCHER_PID
+    _LAUNCHER_PID = os.getppid()
     try:
         measure_job()
         if os.environ.get("DAGSTER_HOME"):
@@ -243,20 +239,20 @@ def materialize_partitions(
         slots = gpu_pool_limit(instance)
         gate = _GpuGate(instance, slots)
         workers = max(1, min(2 * slots, len(config_hashes)))
-        turns = spawn.Queue()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn, initializer=_warm_runner,
-                                 initargs=(turns,)) as pool:
+        with (tempfile.TemporaryDirectory(prefix="llem-turns-") as turns,
+              ProcessPoolExecutor(max_workers=workers, mp_context=spawn, initializer=_warm_runner) as pool):
             ready_s = _start_runners(pool, workers)
             if stats is not None:
                 stats["runners_ready_s"] = ready_s
             futures = []
             for h in config_hashes:
                 launch_id = uuid.uuid4().hex
+                turn = Path(turns) / launch_id
                 # the run is created now (while the previous one measures) and starts on its turn
                 future = pool.submit(_run_prepared, run_date, h, {**base_tags, LAUNCH_TAG: launch_id}, log_level,
-                                     launch_id)
+                                     str(turn))
                 gate.wait_for_slot(poll_s)
-                turns.put(launch_id)
+                turn.touch()
                 gate.launched(launch_id, future)
                 futures.append(future)
             return [f.result() for f in futures]
