@@ -13,7 +13,13 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from llem_pipeline.storage import ResultStore, StorageError, WriteVerificationError, WriteVerificationWarning
+from llem_pipeline.storage import (
+    PartitionLostWarning,
+    ResultStore,
+    StorageError,
+    WriteVerificationError,
+    WriteVerificationWarning,
+)
 from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
 
 DAY = "2026-11-01"
@@ -141,7 +147,9 @@ def test_an_error_swallowed_inside_the_transaction_is_not_a_silent_commit(store:
 
 def test_a_loss_after_commit_is_rewritten_once_with_a_warning(store: ResultStore) -> None:
     losing = _as(LosingAfterCommitStore, store, losses=1)
-    with pytest.warns(WriteVerificationWarning, match=r"power_samples: expected 40 row\(s\), found 39.*after COMMIT"):
+    # the rewrite's own pre-write audit also names the partition the first attempt lost
+    with pytest.warns(WriteVerificationWarning, match=r"power_samples: expected 40 row\(s\), found 39.*after COMMIT"), \
+            pytest.warns(PartitionLostWarning, match="run-1"):
         counts = losing.write_tables(DAY, HASH, "run-1", _tables())
     assert counts == {"power_samples": 40, "requests": 3}
     assert losing.post_checks == 2  # the first write and its one rewrite
@@ -175,7 +183,8 @@ def test_write_batch_short_insert_names_the_partition_and_writes_nothing(store: 
 def test_write_batch_loss_after_commit_is_rewritten_once(store: ResultStore) -> None:
     losing = _as(LosingAfterCommitStore, store, losses=1)
     table = _batch([(DAY, "00000000000000c1", "r1", 7), ("2026-11-02", "00000000000000c1", "r2", 8)])
-    with pytest.warns(WriteVerificationWarning, match="expected 15 row"):
+    # the rewrite's own pre-write audit also names the partition the first attempt lost
+    with pytest.warns(WriteVerificationWarning, match="expected 15 row"), pytest.warns(PartitionLostWarning, match="r2"):
         assert losing.write_batch({"power_samples": table}) == {"power_samples": 15}
     assert losing.post_checks == 2
     assert store.row_counts()["power_samples"] == 15
