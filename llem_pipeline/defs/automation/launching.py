@@ -102,26 +102,15 @@ def _console(log_level: str) -> dict:
     return {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
 
-def _run_one(run_date: str, config_hash: str, tags: dict[str, str], log_level: str = "INFO") -> LaunchOutcome:
-    """Execute one partition's run on the DAGSTER_HOME instance (in a spawned process); returns its outcome."""
-    key = measurement_key(run_date, config_hash)
-    result = dg.execute_job(
-        dg.reconstructable(measure_job),
-        instance=_process_instance(os.environ.get("DAGSTER_HOME", "")),
-        run_config=_console(log_level),
-        tags={**measurement_partitions.get_tags_for_partition_key(key), **tags},
-    )
-    return LaunchOutcome(run_date, config_hash, result.run_id, result.success)
+def _run_one(run_date: str, config_hash: str, tags: dict[str, str], log_level: str = "INFO",
+             turn_file: str | None = None) -> LaunchOutcome:
+    """Execute one partition's run on the DAGSTER_HOME instance (in a spawned process); returns its outcome.
 
-
-def _run_prepared(run_date: str, config_hash: str, tags: dict[str, str], log_level: str, turn_file: str) -> LaunchOutcome:
-    """Create one partition's run now and execute it once the launcher creates ``turn_file`` (the run's turn
-    on the GPU); returns its outcome.
-
-    ``dg.execute_job`` is run creation (run record, execution plan, one planned event per asset and check,
-    the run's event-log shard: ~0.25 s) followed by execution; done ahead, the creation overlaps the previous
-    run's measurement instead of delaying the next one. The same two calls as execute_job (pinned Dagster).
-    When the launcher goes away before this run's turn, the run is marked canceled (never left NOT_STARTED).
+    With ``turn_file`` the run is created now and executed once the launcher creates that file (the run's turn
+    on the GPU): creation (run record, execution plan, one planned event per asset and check, the run's
+    event-log shard: ~0.25 s) then overlaps the previous run's measurement instead of delaying the next one.
+    These are the two calls ``dg.execute_job`` makes (pinned Dagster). When the launcher goes away before the
+    run's turn, the run is marked canceled (never left NOT_STARTED).
     """
     from dagster._core.execution.api import execute_run
 
@@ -135,7 +124,7 @@ def _run_prepared(run_date: str, config_hash: str, tags: dict[str, str], log_lev
         tags={**job_def.run_tags, **measurement_partitions.get_tags_for_partition_key(key), **tags},
         job_code_origin=recon.get_python_origin(),
     )
-    if not _await_turn(Path(turn_file), _LAUNCHER_PID):
+    if turn_file is not None and not _await_turn(Path(turn_file), _LAUNCHER_PID):
         instance.report_run_canceled(run, message="the launcher stopped before this run's turn on the GPU")
         return LaunchOutcome(run_date, config_hash, run.run_id, False)
     result = execute_run(recon, run, instance, raise_on_error=False)
@@ -160,10 +149,10 @@ def _await_turn(turn_file: Path, launcher_pid: int | None, poll_s: float = 0.01,
 
 
 def _warm_runner() -> None:
-    """Initialise a partition-runner process (returns None): note the launcher's pid, import the code location and resolve the measurement job, open the instance, and draw one chart (matplotlib's first
-    figure loads its font cache, ~0.3 s) — so that none of it lands between a run's GPU step and the next.
-    Best effort: a failure here (a broken code location, say) is left to the run, which reports it with the
-    run's context."""
+    """Initialise a partition-runner process (returns None): note the launcher's pid, import the code location
+    and resolve the measurement job, open the instance, and draw one chart (matplotlib's first figure loads its
+    font cache, ~0.3 s) — so that none of it lands between a run's GPU step and the next. Best effort: a failure
+    here (a broken code location, say) is left to the run, which reports it with the run's context."""
     global _LAUNCHER_PID
     _LAUNCHER_PID = os.getppid()
     try:
@@ -249,7 +238,7 @@ def materialize_partitions(
                 launch_id = uuid.uuid4().hex
                 turn = Path(turns) / launch_id
                 # the run is created now (while the previous one measures) and starts on its turn
-                future = pool.submit(_run_prepared, run_date, h, {**base_tags, LAUNCH_TAG: launch_id}, log_level,
+                future = pool.submit(_run_one, run_date, h, {**base_tags, LAUNCH_TAG: launch_id}, log_level,
                                      str(turn))
                 gate.wait_for_slot(poll_s)
                 turn.touch()
