@@ -253,6 +253,19 @@ def timeseries_table(
     return pa.table(cols, schema=TIMESERIES_SCHEMA)
 
 
+def partition_batch(partitions: list[tuple[str, str, str, int]], make: Any = None) -> pa.Table:
+    """Return rows of ``make(n)`` (default: timeseries_table) for each (run_date, config_hash, run_id, n) partition,
+    partition columns included: a table for ResultStore.write_batch."""
+    make = make or timeseries_table
+    parts = []
+    for day, h, run_id, n in partitions:
+        t = make(n)
+        t = t.add_column(0, "run_id", pa.array([run_id] * n))
+        t = t.add_column(0, "config_hash", pa.array([h] * n))
+        parts.append(t.add_column(0, "run_date", pa.array([date.fromisoformat(day)] * n, pa.date32())))
+    return pa.concat_tables(parts)
+
+
 def requests_table(n_requests: int, *, n_processes: int = 1, output_tokens: int = 16, seed: int = 0) -> pa.Table:
     """Return fabricated per-request records in the contract's requests schema (s from inference start, ms)."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,6 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pytest
 
 from llem_pipeline.domain import compute_measurement_config_hash
@@ -22,8 +21,8 @@ from llem_pipeline.storage import journal as J
 from llem_pipeline.storage.schema import MIGRATIONS, PARTITIONED_TABLES, sql_text
 from llem_pipeline_tests.storage.run_folder_factory import (
     make_config,
+    partition_batch,
     requests_table,
-    timeseries_table,
     write_run_folder,
 )
 
@@ -66,18 +65,9 @@ def test_every_partition_write_is_in_the_manifest_and_the_journal(store: ResultS
 
 
 def test_write_batch_records_each_partition_with_its_own_count(store: ResultStore) -> None:
-    def batch(parts: list[tuple[str, str, str, int]], make) -> pa.Table:
-        tables = []
-        for day, h, run_id, n in parts:
-            t = make(n)
-            t = t.add_column(0, "run_id", pa.array([run_id] * n))
-            t = t.add_column(0, "config_hash", pa.array([h] * n))
-            tables.append(t.add_column(0, "run_date", pa.array([date.fromisoformat(day)] * n, pa.date32())))
-        return pa.concat_tables(tables)
-
     h1, h2 = "00000000000000b1", "00000000000000b2"
-    store.write_batch({"power_samples": batch([(DAY, h1, "r1", 7), (DAY, h2, "r2", 5)], timeseries_table),
-                       "requests": batch([(DAY, h1, "r1", 3)], requests_table)})  # h2 has no requests: count 0
+    store.write_batch({"power_samples": partition_batch([(DAY, h1, "r1", 7), (DAY, h2, "r2", 5)]),
+                       "requests": partition_batch([(DAY, h1, "r1", 3)], requests_table)})  # h2 has no requests: count 0
     rows = store.query("SELECT table_name, config_hash, run_id, row_count FROM partition_manifest ORDER BY ALL").to_pylist()
     assert [tuple(r.values()) for r in rows] == [
         ("power_samples", h1, "r1", 7), ("power_samples", h2, "r2", 5), ("requests", h1, "r1", 3), ("requests", h2, "r2", 0),

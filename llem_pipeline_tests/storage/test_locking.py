@@ -100,12 +100,17 @@ def _holder(db: Path, seconds: float, read_only: bool) -> subprocess.Popen:
     return proc
 
 
+def _stamped(holder: subprocess.Popen, word: str) -> float:
+    """Wait for ``holder`` to end; return the wall time (time.time(), s) of its last line, ``<word> <time>``."""
+    out, _ = holder.communicate(timeout=60)
+    said, stamp = out.split()
+    assert said == word
+    return float(stamp)
+
+
 def _closed_at(holder: subprocess.Popen) -> float:
     """Return the wall time (time.time(), s) at which the holder started to close the file."""
-    out, _ = holder.communicate(timeout=60)
-    word, stamp = out.split()
-    assert word == "closing"
-    return float(stamp)
+    return _stamped(holder, "closing")
 
 
 def test_write_lands_after_a_reader_releases_the_file(store: ResultStore, data_dir: Path) -> None:
@@ -161,10 +166,8 @@ def _lock_holder(db: Path, seconds: float) -> subprocess.Popen:
 
 
 def _released_at(holder: subprocess.Popen) -> float:
-    out, _ = holder.communicate(timeout=60)
-    word, stamp = out.split()
-    assert word == "releasing"
-    return float(stamp)
+    """Return the wall time (time.time(), s) at which the holder released the writer lock."""
+    return _stamped(holder, "releasing")
 
 
 def test_a_write_waits_for_the_writer_lock_of_another_process_then_lands(store: ResultStore, data_dir: Path) -> None:

@@ -7,8 +7,6 @@ DuckDB file, transaction and checks run unchanged.
 
 from __future__ import annotations
 
-from datetime import date
-
 import duckdb
 import pyarrow as pa
 import pytest
@@ -20,7 +18,7 @@ from llem_pipeline.storage import (
     WriteVerificationError,
     WriteVerificationWarning,
 )
-from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
+from llem_pipeline_tests.storage.run_folder_factory import partition_batch, requests_table, timeseries_table
 
 DAY = "2026-11-01"
 HASH = "00000000000000aa"
@@ -92,17 +90,6 @@ def _partition_rows(store: ResultStore, day: str = DAY, config_hash: str = HASH)
     }
 
 
-def _batch(partitions: list[tuple[str, str, str, int]]) -> pa.Table:
-    """power_samples rows for (run_date, config_hash, run_id, n) partitions, partition columns included."""
-    parts = []
-    for day, h, run_id, n in partitions:
-        t = timeseries_table(n)
-        t = t.add_column(0, "run_id", pa.array([run_id] * n))
-        t = t.add_column(0, "config_hash", pa.array([h] * n))
-        parts.append(t.add_column(0, "run_date", pa.array([date.fromisoformat(day)] * n, pa.date32())))
-    return pa.concat_tables(parts)
-
-
 def test_a_correct_write_passes_both_checks(store: ResultStore) -> None:
     checked = _as(LosingAfterCommitStore, store, losses=0)
     assert checked.write_tables(DAY, HASH, "run-1", _tables()) == {"power_samples": 40, "requests": 3}
@@ -167,10 +154,10 @@ def test_a_loss_after_commit_that_persists_raises_after_one_rewrite(store: Resul
 
 def test_write_batch_short_insert_names_the_partition_and_writes_nothing(store: ResultStore) -> None:
     h1, h2 = "00000000000000b1", "00000000000000b2"
-    store.write_batch({"power_samples": _batch([(DAY, h1, "old", 5), (DAY, h2, "old", 6)])})
+    store.write_batch({"power_samples": partition_batch([(DAY, h1, "old", 5), (DAY, h2, "old", 6)])})
     # The dropped row is the first row of the table: partition h1's.
     with pytest.raises(WriteVerificationError) as info:
-        _as(DroppingStore, store).write_batch({"power_samples": _batch([(DAY, h1, "new", 10), (DAY, h2, "new", 12)])})
+        _as(DroppingStore, store).write_batch({"power_samples": partition_batch([(DAY, h1, "new", 10), (DAY, h2, "new", 12)])})
     err = info.value
     assert (err.table, err.expected, err.found, err.committed) == ("power_samples", 22, 21, False)
     msg = str(err)
@@ -182,7 +169,7 @@ def test_write_batch_short_insert_names_the_partition_and_writes_nothing(store: 
 
 def test_write_batch_loss_after_commit_is_rewritten_once(store: ResultStore) -> None:
     losing = _as(LosingAfterCommitStore, store, losses=1)
-    table = _batch([(DAY, "00000000000000c1", "r1", 7), ("2026-11-02", "00000000000000c1", "r2", 8)])
+    table = partition_batch([(DAY, "00000000000000c1", "r1", 7), ("2026-11-02", "00000000000000c1", "r2", 8)])
     # the rewrite's own pre-write audit also names the partition the first attempt lost
     with pytest.warns(WriteVerificationWarning, match="expected 15 row"), pytest.warns(PartitionLostWarning, match="r2"):
         assert losing.write_batch({"power_samples": table}) == {"power_samples": 15}
@@ -192,6 +179,6 @@ def test_write_batch_loss_after_commit_is_rewritten_once(store: ResultStore) -> 
 
 def test_verified_write_over_a_large_existing_table_keeps_other_partitions(store: ResultStore) -> None:
     # The count filters by partition: rows of other partitions (same day, other configs) are not counted.
-    store.write_batch({"power_samples": _batch([(DAY, f"{i:016x}", f"r{i}", 50) for i in range(20)])})
+    store.write_batch({"power_samples": partition_batch([(DAY, f"{i:016x}", f"r{i}", 50) for i in range(20)])})
     store.write_tables(DAY, f"{3:016x}", "again", {"power_samples": timeseries_table(11)})
     assert store.row_counts()["power_samples"] == 19 * 50 + 11
