@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class WindowStart:
     utc: datetime
     polls: Samples
     sampler_rows: int = 0
+    pending: Any = None  # the sampler process's polls of this start (``PendingPolls``), when it polls
 
 
 @dataclass
@@ -575,8 +577,8 @@ class EnergyMonitor:
         return (0.5 * (ta + tm), math.nan if e is None else float(e),
                 0.5 * (tm + tb), math.nan if p is None else float(p))
 
-    def _poll(self, until_edges: int, timeout_s: float,
-              min_s: float = 0.0) -> tuple[float, dict[int, list[tuple[float, float, float, float]]]]:
+    def poll_edges(self, until_edges: int, timeout_s: float,
+                   min_s: float = 0.0) -> tuple[float, dict[int, list[tuple[float, float, float, float]]]]:
         """Reads all devices now, then polls each until its counter changed ``until_edges`` times and at
         least ``min_s`` s passed (at most ``timeout_s`` s); returns (boundary time s, reads per device)."""
         t_boundary = self.clock()
@@ -626,7 +628,7 @@ class EnergyMonitor:
         (6 steps of a 20 ms counter span only 0.1 s: ± 2 %, too coarse to count the steps across a 1 s
         window). Returns the timings per device (None where no steps were seen).
         """
-        _, rows = self._poll(until_edges=edges, timeout_s=max_s, min_s=min_s)
+        _, rows = self.poll_edges(until_edges=edges, timeout_s=max_s, min_s=min_s)
         for i, lst in rows.items():
             found: list[tuple[float, float]] = []  # (edge mid, half width)
             for (ta, ea, _, _), (tb, eb, _, _) in itertools.pairwise(lst):
@@ -648,18 +650,39 @@ class EnergyMonitor:
 
     # -- windows --------------------------------------------------------------------------------
     def begin_window(self) -> WindowStart:
-        """Starts a window now; returns its start state (keep it for ``end_window``)."""
+        """Starts a window now; returns its start state (keep it for ``end_window``).
+
+        With a sampler that polls in its own process (``poll_edges_async``: ``ProcessSampler``) the start's
+        edge polls run there while the caller goes on (the engine starts at once instead of idling up to
+        one counter period); otherwise they run here, before this returns.
+        """
         if self._calibrate and self.boundary_correction and all(t is None for t in self.counter_timing):
             self.calibrate()
         utc = datetime.now(UTC)
-        t0, rows = self._poll(until_edges=1, timeout_s=self.edge_timeout_s)
+        poll_async = getattr(self.sampler, "poll_edges_async", None) if self.boundary_correction else None
+        if poll_async is not None:
+            t0 = self.clock()
+            pending = poll_async(until_edges=1, timeout_s=self.edge_timeout_s)
+            return WindowStart(t0, utc, Samples.empty(self.uuids), pending=pending)
+        t0, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s)
         rows_before = len(self.sampler.snapshot()) if self.sampler is not None else 0
         return WindowStart(t0, utc, self._rows_to_samples(rows, self.uuids), rows_before)
 
+    def _start_polls(self, start: WindowStart) -> Samples:
+        """Returns the start's boundary polls: taken at begin, or collected from the sampler process (none
+        when that failed: the sampler's ``error`` then says why, and the window relies on its rows)."""
+        if start.pending is None:
+            return start.polls
+        try:
+            _, rows = start.pending.result()
+        except Exception:
+            return start.polls
+        return self._rows_to_samples(rows, self.uuids)
+
     def end_window(self, start: WindowStart) -> WindowEnergy:
         """Ends the window started by ``start``; returns its energy (see WindowEnergy)."""
-        t1, rows = self._poll(until_edges=1, timeout_s=self.edge_timeout_s)
-        polls = _merge(start.polls, self._rows_to_samples(rows, self.uuids))
+        t1, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s)
+        polls = _merge(self._start_polls(start), self._rows_to_samples(rows, self.uuids))
         self.last_polls = polls
         if self.sampler is not None:
             samples = self.sampler.snapshot()

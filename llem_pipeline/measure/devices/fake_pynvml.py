@@ -218,8 +218,24 @@ class FakePynvml(types.ModuleType):
             setattr(self, name, cls)
         self.c_nvmlMemory_t = c_nvmlMemory_t
         self.c_nvmlFieldValue_t = c_nvmlFieldValue_t
+        self.legacy_throttle_api = legacy_throttle_api
         if legacy_throttle_api:
             self.__class__ = _LegacyFakePynvml
+
+    def __reduce__(self):
+        """Pickles as the arguments that rebuild this fake in another process (a sampler process): the same
+        simulated GPUs, error rules (with their counts so far) and options; calls and init count start at 0.
+        Raises TypeError when a simulated GPU runs on a clock other than ``time.perf_counter`` (a test
+        clock): another process could not read the same values."""
+        import time
+
+        odd = [d.index for d in self.sim_devices if d.clock is not time.perf_counter]
+        if odd:
+            raise TypeError(f"FakePynvml: simulated GPU(s) {odd} run on a test clock; they cannot be read from another process")
+        return (_rebuild_fake, (self.sim_devices, {
+            "uuids": self.uuids, "unsupported": sorted(self.unsupported), "errors": self.errors,
+            "legacy_throttle_api": self.legacy_throttle_api, "library_missing": self.library_missing,
+            "driver_version": self.driver_version, "nvml_version": self.nvml_version}))
 
     # -- plumbing -------------------------------------------------------------------------------
     def _enter(self, function: str, handle: _Handle | None = None, *, needs_init: bool = True) -> SimulatedDevice | None:
@@ -481,6 +497,11 @@ class _LegacyFakePynvml(FakePynvml):
     @property
     def nvmlDeviceGetCurrentClocksEventReasons(self):
         raise AttributeError("nvmlDeviceGetCurrentClocksEventReasons")
+
+
+def _rebuild_fake(devices: Sequence[SimulatedDevice], kwargs: dict) -> FakePynvml:
+    """Returns a FakePynvml rebuilt from what ``FakePynvml.__reduce__`` pickled."""
+    return FakePynvml(devices, **kwargs)
 
 
 @contextlib.contextmanager
