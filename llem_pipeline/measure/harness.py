@@ -11,6 +11,7 @@ starts (same devices, no model loaded) and passed in. Nothing here imports dagst
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from llem_pipeline.measure.flops import count_nonembedding_params, estimate_flop
 from llem_pipeline.measure.latency import latency_statistics
 from llem_pipeline.measure.quality import collect_warnings
 from llem_pipeline.measure.sampler import Sampler
+from llem_pipeline.measure.sampler_process import ProcessSampler, child_opener
 from llem_pipeline.measure.samples import Samples
 from llem_pipeline.measure.throttle import throttle_info
 from llem_pipeline.measure.warmup import run_warmup
@@ -45,7 +47,8 @@ class ProcessOutcome:
     """What one engine process produced: its result, raw samples, request records and step timings.
 
     ``inference_start_mono_s``: monotonic time of the first request's submission (t = 0 of every
-    relative time). ``step_seconds``: wall time of each harness step, s.
+    relative time). ``step_seconds``: wall time of each harness step, s. ``sampler_mode``: 'process'
+    or 'thread' (see ``make_sampler``).
     """
 
     raw: RawProcessResult
@@ -54,6 +57,7 @@ class ProcessOutcome:
     inference_start_mono_s: float
     window_mono_s: tuple[float, float]
     step_seconds: dict[str, float] = field(default_factory=dict)
+    sampler_mode: str = "thread"  # where the sampler ran: 'process' (its own) or 'thread' (the engine's)
 
 
 def _noop(_event: str, _data: dict[str, Any]) -> None:
@@ -97,6 +101,29 @@ def count_model_params(model_ref: str, engine: Engine | None = None) -> int | No
         return None
 
 
+def make_sampler(devices: Sequence[Device], interval_s: float,
+                 mode: str | None = None) -> tuple[Sampler | ProcessSampler, str]:
+    """Returns (the sampler for ``devices`` at ``interval_s`` s, 'process' or 'thread').
+
+    ``mode`` (default: env ``LLEM_SAMPLER``, else 'auto'): 'process' samples from a spawned process that
+    opens the same GPUs (no GIL shared with the engine; the start's edge polls run there while the engine
+    starts) and raises ValueError for devices that cannot be reopened elsewhere; 'thread' samples from a
+    thread of this process; 'auto' takes 'process' whenever the devices allow it (NVML GPUs) and 'thread'
+    otherwise (in-process simulated devices). A process sampler is spawned here, so it opens NVML while
+    the caller loads the model.
+    """
+    mode = mode or os.environ.get("LLEM_SAMPLER") or "auto"
+    if mode not in ("auto", "process", "thread"):
+        raise ValueError(f"sampler mode {mode!r} (LLEM_SAMPLER) must be 'auto', 'process' or 'thread'")
+    if mode != "thread":
+        opener, why = child_opener(devices)
+        if opener is not None:
+            return ProcessSampler(opener, [d.uuid for d in devices], interval_s).prepare(), "process"
+        if mode == "process":
+            raise ValueError(f"sampler mode 'process' (LLEM_SAMPLER): {why}; use 'thread' or 'auto'")
+    return Sampler(devices, interval_s=interval_s), "thread"
+
+
 def measure_process(
     config: ExperimentConfig,
     devices: Sequence[Device],
@@ -110,6 +137,7 @@ def measure_process(
     baseline: BaselineResult | None = None,
     on_progress: ProgressFn | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    sampler_mode: str | None = None,
 ) -> ProcessOutcome:
     """Measure one engine process on ``devices``; returns its ProcessOutcome (energies J, times s).
 
@@ -117,50 +145,68 @@ def measure_process(
     ``prompt_builder(config, tokenizer)`` give the PromptSet (token ids, identical for every engine).
     ``baseline``: idle power of these devices (or None when disabled/unavailable). The engine is
     always cleaned up, also on error. Raises whatever the engine raises; the sampler never crashes
-    the window (an NVML error ends sampling with the samples taken and a warning).
+    the window (an NVML error ends sampling with the samples taken and a warning). ``sampler_mode``:
+    'process', 'thread' or 'auto' (default: env ``LLEM_SAMPLER``, else 'auto'), see ``make_sampler``.
     """
     emit = on_progress or _noop
     steps = _Steps(emit)
     interval_s = config.energy.sample_interval_ms / 1000.0
-    tokenizer = steps.run("tokenizer", lambda: tokenizer_loader(config))
-    prompts = steps.run("prompts", lambda: prompt_builder(config, tokenizer))
-    engine = steps.run("model_load", lambda: engine_loader(config, device_indices))
-    sampler = Sampler(devices, interval_s=interval_s)
-    # The counter's update period/phase is learnt right after the sampler starts, before warmup: polling it
-    # at the window's edge (up to 1.2 s with the engine idle) would undo the warmup just before the run.
-    monitor = EnergyMonitor(devices, sampler, boundary_correction=config.energy.boundary_correction, calibrate=False)
+    sampler, sampler_mode = make_sampler(devices, interval_s, sampler_mode)
+    emit("sampler", {"mode": sampler_mode})
     try:
-        sampler.start()
-        if config.energy.boundary_correction:
-            steps.run("counter_calibration", monitor.calibrate)
-        warm = None
-        if config.warmup.enabled:
-            from llem_pipeline.engines.prompts import warmup_prompts
-
-            k = config.warmup.n_warmup if config.warmup.mode == "fixed" else config.warmup.max_prompts
-            warm_prompts = warmup_prompts(prompts, k)
-            batch = config.pytorch.batch_size if config.backend == "pytorch" and config.pytorch else 1
-            warm = steps.run("warmup", lambda: run_warmup(
-                engine, warm_prompts, config.warmup, sleep=sleep, batch_size=batch,
-                on_progress=lambda p: emit("warmup", {"done": p.done, "total": p.total, "phase": p.phase}),
-            ))
-        start = steps.run("window_begin", monitor.begin_window)
-        records = steps.run("run", lambda: engine.run(prompts.token_ids))
-        boundary = steps.run("window_end", lambda: monitor.end_window(start))
-        samples = sampler.stop()
-        peak_mb = engine.peak_memory_mb()
+        tokenizer = steps.run("tokenizer", lambda: tokenizer_loader(config))
+        prompts = steps.run("prompts", lambda: prompt_builder(config, tokenizer))
+        engine = steps.run("model_load", lambda: engine_loader(config, device_indices))
+        # The counter's update period/phase is learnt right after the sampler starts, before warmup: polling
+        # it at the window's edge (up to 1.2 s with the engine idle) would undo the warmup just before the run.
+        monitor = EnergyMonitor(devices, sampler, boundary_correction=config.energy.boundary_correction,
+                                calibrate=False)
+        try:
+            warm, records, boundary = _warmup_and_window(config, engine, prompts, sampler, monitor, steps, emit, sleep)
+            samples = sampler.stop()
+            peak_mb = engine.peak_memory_mb()
+        finally:
+            if sampler.running:
+                sampler.stop()
+            steps.run("cleanup", engine.cleanup)
     finally:
-        if sampler.running:
-            sampler.stop()
-        steps.run("cleanup", engine.cleanup)
+        close = getattr(sampler, "close", None)
+        if close is not None:  # a sampler process that never started (model load failed) or was left running
+            close()
     n_params = count_model_params(config.model, engine)
     outcome = _analyse(config, devices, records, samples, boundary, monitor, sampler, warm, baseline,
                        experiment_id=experiment_id, process_index=process_index, n_params=n_params,
                        info=engine.info, peak_mb=peak_mb)
     outcome.step_seconds = steps.seconds
+    outcome.sampler_mode = sampler_mode
     emit("process_done", {"process_index": process_index, "output_tokens": outcome.raw.output_tokens,
                           "energy_j": round(outcome.raw.energy_j, 4)})
     return outcome
+
+
+def _warmup_and_window(config: ExperimentConfig, engine: Engine, prompts: Any, sampler: Sampler | ProcessSampler,
+                       monitor: EnergyMonitor, steps: _Steps, emit: ProgressFn,
+                       sleep: Callable[[float], None]) -> tuple[Any, list[RequestRecord], WindowEnergy]:
+    """Start sampling, calibrate the counter, warm up, and run the measured window; returns (WarmupResult or
+    None, the request records, the window's boundary energy)."""
+    steps.run("sampler_start", sampler.start)
+    if config.energy.boundary_correction:
+        steps.run("counter_calibration", monitor.calibrate)
+    warm = None
+    if config.warmup.enabled:
+        from llem_pipeline.engines.prompts import warmup_prompts
+
+        k = config.warmup.n_warmup if config.warmup.mode == "fixed" else config.warmup.max_prompts
+        warm_prompts = warmup_prompts(prompts, k)
+        batch = config.pytorch.batch_size if config.backend == "pytorch" and config.pytorch else 1
+        warm = steps.run("warmup", lambda: run_warmup(
+            engine, warm_prompts, config.warmup, sleep=sleep, batch_size=batch,
+            on_progress=lambda p: emit("warmup", {"done": p.done, "total": p.total, "phase": p.phase}),
+        ))
+    start = steps.run("window_begin", monitor.begin_window)
+    records = steps.run("run", lambda: engine.run(prompts.token_ids))
+    boundary = steps.run("window_end", lambda: monitor.end_window(start))
+    return warm, records, boundary
 
 
 def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[RequestRecord], samples: Samples,

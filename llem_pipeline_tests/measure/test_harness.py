@@ -92,8 +92,8 @@ def test_counter_calibration_runs_before_warmup_not_between_warmup_and_run(bound
     out = _measure(cfg, [SimulatedDevice(Constant(150.0), index=0)], PacedEngine(5, 0.005),
                    on_progress=lambda event, data: steps.append(data["step"]) if event == "step_start" else None)
     calibration = ["counter_calibration"] if boundary_correction else []
-    assert steps == ["tokenizer", "prompts", "model_load", *calibration, "warmup", "window_begin", "run",
-                     "window_end", "cleanup"]
+    assert steps == ["tokenizer", "prompts", "model_load", "sampler_start", *calibration, "warmup", "window_begin",
+                     "run", "window_end", "cleanup"]
     assert list(out.step_seconds) == steps
     if boundary_correction:  # calibrated ahead of warmup, the boundary correction still makes a short window exact
         assert out.raw.energy_j == pytest.approx(150.0 * out.raw.inference_time_sec, rel=0.02)

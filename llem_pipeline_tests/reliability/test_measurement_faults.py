@@ -69,10 +69,14 @@ def thread_crashes() -> Iterator[list[str]]:
         threading.excepthook = previous
 
 
-def _measure(devices, engine: PacedEngine, config: ExperimentConfig = CONFIG) -> ProcessOutcome:
+def _measure(devices, engine: PacedEngine, config: ExperimentConfig = CONFIG,
+             sampler_mode: str = "thread") -> ProcessOutcome:
+    """Measure with the sampler in a thread by default: most cases change the devices of this process
+    mid-run (a lost GPU, a counter reset), which a sampler process, reading its own copy, would not see."""
     prompts = PromptSet(token_ids=[[1, 2, 3, 4]] * config.n, source="test")
     return measure_process(config, devices, engine_loader=lambda c, idx: engine, tokenizer_loader=lambda c: None,
-                           prompt_builder=lambda c, tok: prompts, device_indices=[], experiment_id="reliability")
+                           prompt_builder=lambda c, tok: prompts, device_indices=[], experiment_id="reliability",
+                           sampler_mode=sampler_mode)
 
 
 def _sims(n: int = 1, **kw) -> list[SimulatedDevice]:
@@ -111,9 +115,11 @@ def _sampler_threads_alive() -> int:
 
 # -- cases ------------------------------------------------------------------------------------------
 def nvml_error_seeds(seeds: range, probability: float = 0.01) -> CaseResult:
-    """NVMLError_Unknown at random NVML calls (seeded, ``probability`` per call) during a whole harness run."""
+    """NVMLError_Unknown at random NVML calls (seeded, ``probability`` per call) during a whole harness run;
+    odd seeds sample from a sampler process (errors then also hit its reads and its window-start polls)."""
     res = CaseResult("NVMLError at random calls")
     for seed in seeds:
+        mode = "process" if seed % 2 else "thread"
         sims = _sims()
         fake = FakePynvml(sims, errors=[ErrorInjection(probability=probability, seed=seed)])
         try:
@@ -124,13 +130,13 @@ def nvml_error_seeds(seeds: range, probability: float = 0.01) -> CaseResult:
         engine = PacedEngine()
         with thread_crashes() as crashes:
             try:
-                problem = _energy_problem(_measure(devices, engine), sims)
-                res.record(problem is None, f"seed {seed}: {problem}")
+                problem = _energy_problem(_measure(devices, engine, sampler_mode=mode), sims)
+                res.record(problem is None, f"seed {seed} ({mode}): {problem}")
             except fake.NVMLError as err:  # clear, but a 1 % transient error must not cost the measurement
-                res.record(False, f"seed {seed}: a transient {err!r} aborted the measurement "
+                res.record(False, f"seed {seed} ({mode}): a transient {err!r} aborted the measurement "
                                   f"(engine cleaned up: {engine.cleaned == 1})")
             except Exception as err:
-                res.record(False, f"seed {seed}: {type(err).__name__}: {err}", unhandled=1)
+                res.record(False, f"seed {seed} ({mode}): {type(err).__name__}: {err}", unhandled=1)
             finally:
                 close_devices(devices)
         if crashes:
@@ -217,11 +223,22 @@ class FailingSensor(SimulatedDevice):
         return super().read()
 
 
+def _kill_sampler_process(_engine: PacedEngine) -> None:
+    """SIGKILL every sampler process of this process (the engine's on_run hook)."""
+    import multiprocessing as mp
+
+    for p in mp.active_children():
+        if p.name == "llem-sampler":
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(5)
+
+
 def sampler_thread_dying(trials: int) -> CaseResult:
-    """The sampler thread dies: an NVMLError on a quantity only it reads (mid-run, or at its first read, before
-    the window), a device read raising, a reading the buffers cannot store (clock-event bit 63). The window is
-    still measured from the counter and the boundary polls, and flagged."""
-    res = CaseResult("sampler thread dying")
+    """The sampler dies: an NVMLError on a quantity only it reads (mid-run, or at its first read, before
+    the window), a device read raising, a reading the buffers cannot store (clock-event bit 63), and the
+    sampler process SIGKILLed mid-run. The window is still measured from the counter and the boundary
+    polls, and flagged."""
+    res = CaseResult("sampler dying (thread, process)")
     for _ in range(trials):
         def nvml_util(after: int = 5):
             sims = _sims()
@@ -240,13 +257,23 @@ def sampler_thread_dying(trials: int) -> CaseResult:
             devs = open_nvml_devices(None, nvml=fake, env={})
             return devs, sims, lambda: close_devices(devs)
 
-        for name, make in (("NVMLError on utilisation", nvml_util), ("dies at its first read", lambda: nvml_util(0)),
-                           ("read() raises", failing_read),
-                           ("unstorable reading", unstorable)):
+        def nvml_process_killed():
+            sims = _sims()
+            devs = open_nvml_devices(None, nvml=FakePynvml(sims), env={})
+            return devs, sims, lambda: close_devices(devs)
+
+        for name, make, mode, hook in (
+                ("NVMLError on utilisation", nvml_util, "thread", None),
+                ("dies at its first read", lambda: nvml_util(0), "thread", None),
+                ("read() raises", failing_read, "thread", None),
+                ("unstorable reading", unstorable, "thread", None),
+                ("NVMLError on utilisation in the sampler process", nvml_util, "process", None),
+                ("sampler process SIGKILLed mid-run", nvml_process_killed, "process", _kill_sampler_process)):
             devices, sims, close = make()
             with thread_crashes() as crashes:
                 try:
-                    problem = _energy_problem(_measure(devices, PacedEngine()), sims, {"sampler_error"})
+                    engine = PacedEngine(on_run=hook)
+                    problem = _energy_problem(_measure(devices, engine, sampler_mode=mode), sims, {"sampler_error"})
                     res.record(problem is None and not crashes, f"{name}: {problem or crashes}")
                 except Exception as err:
                     res.record(False, f"{name}: {type(err).__name__}: {err}", unhandled=1)
