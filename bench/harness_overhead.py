@@ -1,32 +1,36 @@
 """Cost of the measurement harness: throughput of ``measure_process`` vs the bare engine loop, same workload.
 
-One process, one loaded tiny-model engine, the same token-id prompts. Pairs run back to back in
-alternating order (bare, harness, harness, bare, …):
-- bare:    ``engine.run(prompts)``;
-- harness: ``measure_process(...)`` with the sampler on (its default 100 ms, all device columns read
-  every tick), the counter calibration, a warmup of one batch, the energy window's boundary polls, the
-  analysis — everything but model load and baseline;
-- both sides run the same one-batch warmup right before their run (as production does: the window
-  starts after warmup and the edge poll), so neither run starts from an engine idle for long.
-Throughput on both sides is output tokens / (last token − first submission), i.e. the harness's own
-definition of the window. The headline is the median of per-pair ratios harness/bare; cost = 1 − ratio,
-with a bootstrap 95 % interval of that median: on a shared 2-core machine one pair's ratio scatters by
-several % (other processes, the host), so a 15-20 pair median alone cannot resolve 1 %.
+One process, one loaded tiny-model engine, the same token-id prompts. Each round runs every arm once, in
+an order that rotates through all permutations (no arm is always first or last):
+- bare:    one warmup batch, then ``engine.run(prompts)``;
+- harness arms (``--arms``, default ``process,thread``): ``measure_process(...)`` with the sampler on
+  (its default 100 ms, all device columns read every tick) in a process of its own (what NVML GPUs get:
+  the headline) or in a thread of the engine process (the design before), the counter calibration, the
+  same one-batch warmup, the window's boundary polls, the analysis — everything but model load and
+  baseline. Every arm starts its run from a just-warmed engine.
+Throughput on every arm is output tokens / (last token − first submission), i.e. the harness's own
+definition of the window. The headline is the median over rounds of the ratio harness/bare of the same
+round; cost = 1 − ratio, with a bootstrap 95 % interval of that median: on a shared 2-core machine one
+round's ratio scatters by several % (the host), so a few dozen rounds cannot resolve 1 % on their own.
 The device is a constant-power simulated GPU read through the fake pynvml by ``NvmlDevice`` — the same
 NVML code path as on a GPU host.
 
-Profile of the window (harness side): the only harness code that runs between first submission and last
-token is the sampler thread's tick. Each tick that lands inside a decoding step stretches that step
-(the tick holds the GIL; the engine thread blocks and is woken again); the excess over the median of
-the neighbouring steps, summed per run / run span, is the cost attributed to the sampler (``tick_cost``).
-Before the run the harness polls the energy counter until its next update (window_begin, ≤ one counter
-period, CPU idle); the breakdown of per-step medians (first ``--start-steps`` steps vs the rest) shows
-what that cold start costs.
+Profile of the window. With the sampler in its own process no harness code runs in the engine process
+between first submission and last token; the window start's edge polls run in that process too, while
+the engine starts. With the sampler in a thread each tick that lands inside a decoding step stretches
+that step (the tick takes the GIL; the engine thread blocks and is woken again) and the start's edge
+polls hold the engine idle up to one counter period before the run. The excess of a tick's step over
+the median of its neighbouring steps, summed per run / run span, is the cost attributed to ticks
+(``tick_cost``); the per-step medians (first ``--start-steps`` steps vs the rest) show what a cold start
+costs. Their sum (``step_cost``: harness − bare of the summed per-step-index medians over runs) is a
+second estimate of the cost, robust to the host's bursts that scatter whole-run ratios.
 
     .venv/bin/python bench/harness_overhead.py [--pairs 30] [--n 32] [--batch-size 8] [--max-output-tokens 48]
+                                               [--arms process,thread]
 
-Ends with ``RESULT harness_vs_bare_throughput_ratio=… cost_pct=… cost_ci95_pct=lo..hi tick_cost_pct=… …``
-(target: cost ≤ 1 %) and the load averages before/after. Exits 1 when it could not measure.
+Ends with ``RESULT harness_vs_bare_throughput_ratio=… cost_pct=… cost_ci95_pct=lo..hi step_cost_pct=…
+tick_cost_pct=… sampler=process thread_cost_pct=… …`` (target: cost ≤ 1 %). Exits 1 when it could not
+measure.
 """
 
 from __future__ import annotations
@@ -49,13 +53,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main() -> int:
     """Run the interleaved pairs; print the table and the RESULT line; return the exit code."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=30)
+    ap.add_argument("--pairs", type=int, default=30, help="rounds: every arm once per round")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-output-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--start-steps", type=int, default=11, help="steps counted as the run's start in the breakdown")
     ap.add_argument("--interval-ms", type=float, default=100.0, help="sampler period of the harness side, ms")
+    ap.add_argument("--arms", default="process,thread",
+                    help="harness arms, each a sampler mode (process: what NVML GPUs get; thread; auto); the first "
+                         "is the headline")
     ap.add_argument("--no-boundary-correction", action="store_true",
                     help="diagnostic: no counter calibration and no edge polls at the window's ends")
     args = ap.parse_args()
@@ -108,13 +115,15 @@ def main() -> int:
         span = max(r.done_time_s for r in records) - min(r.submit_time_s for r in records)
         return sum(r.output_tokens for r in records) / span
 
-    bare_tps: list[float] = []
-    harness_tps: list[float] = []
-    ratios: list[float] = []
-    tick_excess: list[float] = []  # s added to the decoding step that holds a sampler tick, one per such tick
-    ticks_in_window: list[int] = []
-    harness_span: list[float] = []
-    step_times: dict[str, list[list[float]]] = {"bare": [], "harness": []}  # per run: every step's duration, s
+    arms = ["bare", *args.arms.split(",")]
+    orders = list(itertools.permutations(arms))  # every order once per len(orders) rounds: no arm always first
+    tps: dict[str, list[float]] = {a: [] for a in arms}
+    ratios: dict[str, list[float]] = {a: [] for a in arms[1:]}  # harness arm / bare, same round
+    step_times: dict[str, list[list[float]]] = {a: [] for a in arms}  # per run: every step's duration, s
+    tick_excess: dict[str, list[float]] = {a: [] for a in arms[1:]}  # s a tick adds to its decoding step
+    ticks_in_window: dict[str, list[int]] = {a: [] for a in arms[1:]}
+    span: dict[str, list[float]] = {a: [] for a in arms[1:]}
+    modes: dict[str, str] = {}
     load_before = os.getloadavg()
     try:
         with install_fake_pynvml([SimulatedDevice(Constant(250.0), index=0)]):
@@ -122,31 +131,34 @@ def main() -> int:
             try:
                 engine.run(prompts.token_ids)  # one untimed pass: caches, allocator
                 for i in range(args.pairs):
-                    order = ("bare", "harness") if i % 2 == 0 else ("harness", "bare")
+                    order = orders[i % len(orders)]
                     got: dict[str, float] = {}
-                    for side in order:
-                        gc.collect()  # same heap state on both sides: the harness's garbage is not billed to a later run
-                        if side == "bare":
+                    for arm in order:
+                        gc.collect()  # same heap state on every arm: a harness's garbage is not billed to a later run
+                        if arm == "bare":
                             run_warmup(engine, warm, config.warmup, batch_size=args.batch_size)
                             records = engine.run(prompts.token_ids)
-                            got[side] = tput(records)
-                            step_times[side].append(step_durations(records))
-                        else:
-                            out = measure_process(
-                                config, devices, engine_loader=lambda c, idx: Kept(),
-                                tokenizer_loader=lambda c: tokenizer, prompt_builder=lambda c, t: prompts,
-                                device_indices=[], experiment_id="bench")
-                            got[side] = out.raw.output_tokens / out.raw.inference_time_sec
-                            excess, n_ticks = tick_excess_s(out.requests, out.samples["t_mono_s"])
-                            tick_excess.extend(excess)
-                            step_times[side].append(step_durations(out.requests))
-                            ticks_in_window.append(n_ticks)
-                            harness_span.append(out.raw.inference_time_sec)
-                    bare_tps.append(got["bare"])
-                    harness_tps.append(got["harness"])
-                    ratios.append(got["harness"] / got["bare"])
-                    print(f"pair {i:2d} ({order[0]:>7} first): bare {got['bare']:8.1f} tok/s   "
-                          f"harness {got['harness']:8.1f} tok/s   ratio {ratios[-1]:.4f}", flush=True)
+                            got[arm] = tput(records)
+                            step_times[arm].append(step_durations(records))
+                            continue
+                        out = measure_process(
+                            config, devices, engine_loader=lambda c, idx: Kept(),
+                            tokenizer_loader=lambda c: tokenizer, prompt_builder=lambda c, t: prompts,
+                            device_indices=[], experiment_id="bench", sampler_mode=arm)
+                        modes[arm] = out.sampler_mode
+                        got[arm] = out.raw.output_tokens / out.raw.inference_time_sec
+                        excess, n_ticks = tick_excess_s(out.requests, out.samples["t_mono_s"])
+                        tick_excess[arm].extend(excess)
+                        step_times[arm].append(step_durations(out.requests))
+                        ticks_in_window[arm].append(n_ticks)
+                        span[arm].append(out.raw.inference_time_sec)
+                    for arm in arms:
+                        tps[arm].append(got[arm])
+                    for arm in arms[1:]:
+                        ratios[arm].append(got[arm] / got["bare"])
+                    print(f"round {i:3d} ({' > '.join(order)}): " + "   ".join(
+                        f"{a} {got[a]:7.1f} tok/s" + (f" ({got[a] / got['bare']:.4f})" if a != "bare" else "")
+                        for a in arms), flush=True)
             finally:
                 close_devices(devices)
     except Exception as err:  # could not measure
@@ -154,37 +166,48 @@ def main() -> int:
         return 1
     finally:
         engine.cleanup()
-    if len(ratios) < 3:
-        print("too few pairs to measure", file=sys.stderr)
+    if args.pairs < 3:
+        print("too few rounds to measure", file=sys.stderr)
         return 1
     load_after = os.getloadavg()
-    ratio = statistics.median(ratios)
-    q = statistics.quantiles(ratios, n=4)
-    lo, hi = bootstrap_median_ci(ratios)
-    # in-window cost of the harness = mean step time one tick adds × ticks per window / window length
-    per_tick = statistics.fmean(tick_excess) if tick_excess else 0.0
-    tick_cost = per_tick * statistics.fmean(ticks_in_window) / statistics.fmean(harness_span)
     print()
-    print("| side | median tok/s |")
-    print("|---|---|")
-    print(f"| bare engine loop | {statistics.median(bare_tps):.1f} |")
-    print(f"| harness (sampler {args.interval_ms:g} ms + window) | {statistics.median(harness_tps):.1f} |")
-    print(f"pair ratio harness/bare: median {ratio:.4f} (IQR {q[0]:.4f}–{q[2]:.4f}, bootstrap 95 % CI of the median "
-          f"{lo:.4f}–{hi:.4f}, {len(ratios)} pairs); cost {100 * (1 - ratio):.2f} % "
-          f"(95 % CI {100 * (1 - hi):.2f}..{100 * (1 - lo):.2f} %; target ≤ 1 %)")
-    print(f"sampler ticks inside the window: {statistics.fmean(ticks_in_window):.2f} per run; each adds "
-          f"{1e3 * per_tick:.3f} ms to its decoding step (mean of {len(tick_excess)}) → "
-          f"{100 * tick_cost:.3f} % of the window (the harness's in-window cost)")
-    start_pct, rest_pct = start_vs_rest_pct(step_times["bare"], step_times["harness"], args.start_steps)
-    print(f"where the difference lies (per-step medians over runs, harness − bare, % of the bare run): first "
-          f"{args.start_steps} steps {start_pct:+.3f} % (cold start after window_begin's edge poll), "
-          f"rest {rest_pct:+.3f} %")
+    print(f"Tiny model, n={args.n}, batch {args.batch_size}, {args.max_output_tokens} output tokens; NVML path on a "
+          f"simulated GPU (fake pynvml); sampler every {args.interval_ms:g} ms; {args.pairs} rounds, arms in rotating order")
+    print("| arm | median tok/s | ratio to bare: median (IQR) | bootstrap 95 % CI | cost | step cost | tick cost |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| bare engine loop | {statistics.median(tps['bare']):.1f} | | | | | |")
+    figures: dict[str, dict[str, float]] = {}
+    for arm in arms[1:]:
+        r = ratios[arm]
+        q = statistics.quantiles(r, n=4)
+        lo, hi = bootstrap_median_ci(r)
+        per_tick = statistics.fmean(tick_excess[arm]) if tick_excess[arm] else 0.0
+        tick_cost = per_tick * statistics.fmean(ticks_in_window[arm]) / statistics.fmean(span[arm])
+        start_pct, rest_pct = start_vs_rest_pct(step_times["bare"], step_times[arm], args.start_steps)
+        figures[arm] = {"ratio": statistics.median(r), "lo": lo, "hi": hi, "tick": 100 * tick_cost,
+                        "per_tick_ms": 1e3 * per_tick, "ticks": statistics.fmean(ticks_in_window[arm]),
+                        "start": start_pct, "rest": rest_pct}
+        f = figures[arm]
+        print(f"| harness, sampler in a {modes[arm]} | {statistics.median(tps[arm]):.1f} | {f['ratio']:.4f} "
+              f"({q[0]:.4f}–{q[2]:.4f}) | {lo:.4f}–{hi:.4f} | {100 * (1 - f['ratio']):.2f} % "
+              f"| {start_pct + rest_pct:+.3f} % | {f['tick']:.3f} % |")
+    print("cost = 1 − median ratio (target ≤ 1 %). step cost = harness − bare of the summed per-step-index medians "
+          f"over runs, % of bare (first {args.start_steps} steps + the rest). tick cost = what sampler ticks inside "
+          "the window add to their decoding steps, % of the window.")
+    for arm in arms[1:]:
+        f = figures[arm]
+        print(f"  {arm}: {f['ticks']:.2f} ticks in the window, each adding {f['per_tick_ms']:.3f} ms to its step; "
+              f"steps: first {args.start_steps} {f['start']:+.3f} %, rest {f['rest']:+.3f} %")
     print(f"load average (1/5/15 min) before {fmt_load(load_before)}, after {fmt_load(load_after)}")
-    print(f"RESULT harness_vs_bare_throughput_ratio={ratio:.4f} cost_pct={100 * (1 - ratio):.2f} "
-          f"cost_ci95_pct={100 * (1 - hi):.2f}..{100 * (1 - lo):.2f} tick_cost_pct={100 * tick_cost:.3f} "
-          f"start_steps_pct={start_pct:.3f} rest_steps_pct={rest_pct:.3f} "
-          f"pairs={len(ratios)} interval_ms={args.interval_ms:g} load1={load_before[0]:.2f}..{load_after[0]:.2f} "
-          f"at={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    head = figures[arms[1]]
+    extra = "".join(
+        f" {arm}_cost_pct={100 * (1 - figures[arm]['ratio']):.2f} {arm}_step_cost_pct={figures[arm]['start'] + figures[arm]['rest']:.3f}"
+        f" {arm}_tick_cost_pct={figures[arm]['tick']:.3f}" for arm in arms[2:])
+    print(f"RESULT harness_vs_bare_throughput_ratio={head['ratio']:.4f} cost_pct={100 * (1 - head['ratio']):.2f} "
+          f"cost_ci95_pct={100 * (1 - head['hi']):.2f}..{100 * (1 - head['lo']):.2f} "
+          f"step_cost_pct={head['start'] + head['rest']:.3f} tick_cost_pct={head['tick']:.3f} sampler={modes[arms[1]]}"
+          f"{extra} rounds={args.pairs} n={args.n} interval_ms={args.interval_ms:g} "
+          f"load1={load_before[0]:.2f}..{load_after[0]:.2f} at={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     return 0
 
 
