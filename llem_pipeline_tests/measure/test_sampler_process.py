@@ -172,8 +172,8 @@ def test_a_sampler_process_that_dies_mid_run_is_flagged_and_the_window_still_mea
             os.kill(p.pid, signal.SIGKILL)
             p.join(5)
 
-    try:
-        out = _measure(devices, PacedEngine(on_run=kill_sampler))
+    try:  # killed half-way through a 0.8 s run: after the child answered the window start's polls (≤ 0.1 s)
+        out = _measure(devices, PacedEngine(out_tokens=10, step_s=0.01, on_run=kill_sampler))
     finally:
         close_devices(devices)
     raw = out.raw

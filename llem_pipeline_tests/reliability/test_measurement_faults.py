@@ -272,7 +272,8 @@ def sampler_thread_dying(trials: int) -> CaseResult:
             devices, sims, close = make()
             with thread_crashes() as crashes:
                 try:
-                    engine = PacedEngine(on_run=hook)
+                    # a kill lands half-way through a 0.64 s run, after the start's polls (≤ 0.1 s) were answered
+                    engine = PacedEngine(40 if hook else 5, on_run=hook)
                     problem = _energy_problem(_measure(devices, engine, sampler_mode=mode), sims, {"sampler_error"})
                     res.record(problem is None and not crashes, f"{name}: {problem or crashes}")
                 except Exception as err:
