@@ -7,7 +7,10 @@ an order that rotates through all permutations (no arm is always first or last):
   (its default 100 ms, all device columns read every tick) in a process of its own (what NVML GPUs get:
   the headline) or in a thread of the engine process (the design before), the counter calibration, the
   same one-batch warmup, the window's boundary polls, the analysis — everything but model load and
-  baseline. Every arm starts its run from a just-warmed engine.
+  baseline. Every arm starts its run from a just-warmed engine (``--warmup-batches``, default 1);
+- control ``idle`` (add it to ``--arms``): the bare loop after ``--idle-s`` of idling, about what a
+  harness arm spends before its warmup. It runs no harness code at all, so its "cost" is the bench's
+  own noise floor (the host drifts by about ± 1 % between runs of a few minutes on this machine).
 Throughput on every arm is output tokens / (last token − first submission), i.e. the harness's own
 definition of the window. The headline is the median over rounds of the ratio harness/bare of the same
 round; cost = 1 − ratio, with a bootstrap 95 % interval of that median: on a shared 2-core machine one
@@ -26,7 +29,7 @@ costs. Their sum (``step_cost``: harness − bare of the summed per-step-index m
 second estimate of the cost, robust to the host's bursts that scatter whole-run ratios.
 
     .venv/bin/python bench/harness_overhead.py [--pairs 30] [--n 32] [--batch-size 8] [--max-output-tokens 48]
-                                               [--arms process,thread]
+                                               [--arms process,thread[,idle]] [--warmup-batches 1]
 
 Ends with ``RESULT harness_vs_bare_throughput_ratio=… cost_pct=… cost_ci95_pct=lo..hi step_cost_pct=…
 tick_cost_pct=… sampler=process thread_cost_pct=… …`` (target: cost ≤ 1 %). Exits 1 when it could not
@@ -63,6 +66,10 @@ def main() -> int:
     ap.add_argument("--arms", default="process,thread",
                     help="harness arms, each a sampler mode (process: what NVML GPUs get; thread; auto); the first "
                          "is the headline")
+    ap.add_argument("--idle-s", type=float, default=1.5,
+                    help="control arm 'idle' (add it to --arms): the bare loop after this long idle, s (about what "
+                         "a harness arm spends before its warmup: spawning the sampler, calibrating the counter)")
+    ap.add_argument("--warmup-batches", type=int, default=1, help="warmup batches right before every arm's run")
     ap.add_argument("--no-boundary-correction", action="store_true",
                     help="diagnostic: no counter calibration and no edge polls at the window's ends")
     args = ap.parse_args()
@@ -87,7 +94,8 @@ def main() -> int:
         "precision": "fp32", "baseline": {"enabled": False},
         # warmup as in production, right before the window (one batch: the bench stays short); the bare side runs
         # the same warmup before its run, so both runs start from a just-warmed engine
-        "warmup": {"enabled": True, "mode": "fixed", "n_warmup": args.batch_size, "thermal_floor_seconds": 0},
+        "warmup": {"enabled": True, "mode": "fixed", "n_warmup": args.batch_size * args.warmup_batches,
+                   "thermal_floor_seconds": 0},
         "pytorch": {"batch_size": args.batch_size},
         "energy": {"sample_interval_ms": args.interval_ms, "boundary_correction": not args.no_boundary_correction},
     })
@@ -135,11 +143,17 @@ def main() -> int:
                     got: dict[str, float] = {}
                     for arm in order:
                         gc.collect()  # same heap state on every arm: a harness's garbage is not billed to a later run
-                        if arm == "bare":
+                        if arm in ("bare", "idle"):
+                            if arm == "idle":  # control: idle as long as a harness arm before its warmup
+                                time.sleep(args.idle_s)
                             run_warmup(engine, warm, config.warmup, batch_size=args.batch_size)
                             records = engine.run(prompts.token_ids)
                             got[arm] = tput(records)
                             step_times[arm].append(step_durations(records))
+                            if arm == "idle":  # no sampler: no ticks
+                                modes[arm] = "control"
+                                ticks_in_window[arm].append(0)
+                                span[arm].append(sum(r.output_tokens for r in records) / got[arm])
                             continue
                         out = measure_process(
                             config, devices, engine_loader=lambda c, idx: Kept(),
@@ -188,7 +202,8 @@ def main() -> int:
                         "per_tick_ms": 1e3 * per_tick, "ticks": statistics.fmean(ticks_in_window[arm]),
                         "start": start_pct, "rest": rest_pct}
         f = figures[arm]
-        print(f"| harness, sampler in a {modes[arm]} | {statistics.median(tps[arm]):.1f} | {f['ratio']:.4f} "
+        label = f"bare loop after {args.idle_s:g} s idle" if arm == "idle" else f"harness, sampler in a {modes[arm]}"
+        print(f"| {label} | {statistics.median(tps[arm]):.1f} | {f['ratio']:.4f} "
               f"({q[0]:.4f}–{q[2]:.4f}) | {lo:.4f}–{hi:.4f} | {100 * (1 - f['ratio']):.2f} % "
               f"| {start_pct + rest_pct:+.3f} % | {f['tick']:.3f} % |")
     print("cost = 1 − median ratio (target ≤ 1 %). step cost = harness − bare of the summed per-step-index medians "
