@@ -172,6 +172,7 @@ class ProcessSampler:
         self._received = 0
         self._replies: dict[int, tuple[str, Any]] = {}
         self._started = False
+        self._dead = False  # the child is gone or stopped answering (a sampler error inside it is not that)
         self._stopped_samples: Samples | None = None
         self.pid: int | None = None
         self.error: BaseException | None = None
@@ -228,7 +229,7 @@ class ProcessSampler:
         if self._stopped_samples is not None:
             return self._stopped_samples
         samples = Samples.empty(self.device_uuids)
-        if self._started and self.error is None:
+        if self._started and not self._dead:  # a sampler error inside a live child still hands its rows over
             try:
                 samples = self._apply(self._await(self._send("stop", None), REPLY_TIMEOUT_S))
             except SamplerProcessError:
@@ -279,7 +280,7 @@ class ProcessSampler:
     # -- plumbing -------------------------------------------------------------------------------
     def _send(self, cmd: str, arg: Any) -> int:
         """Sends one request; returns its ticket (-1 when the child is gone: awaiting it raises)."""
-        if self._conn is None or self.error is not None:
+        if self._conn is None or self._dead:
             return -1
         try:
             self._conn.send((cmd, arg))
@@ -292,7 +293,7 @@ class ProcessSampler:
     def _await(self, ticket: int, timeout_s: float) -> Any:
         """Returns the payload of reply ``ticket``; raises SamplerProcessError on failure, death or timeout."""
         deadline = time.monotonic() + timeout_s
-        while ticket >= 0 and ticket not in self._replies and self.error is None:
+        while ticket >= 0 and ticket not in self._replies and not self._dead:
             left = deadline - time.monotonic()
             try:
                 ready = left > 0 and self._conn.poll(left)
@@ -320,7 +321,8 @@ class ProcessSampler:
                 "the samples it held are lost, the window's energy comes from the boundary polls")
 
     def _fail(self, message: str) -> None:
-        """Records why sampling ended (the first reason wins)."""
+        """Records that the child is gone or unresponsive, and why sampling ended (the first reason wins)."""
+        self._dead = True
         if self.error is None:
             self.error = SamplerProcessError(message)
             self.error_message = f"SamplerProcessError: {message}"

@@ -196,6 +196,8 @@ def test_an_nvml_error_in_the_child_ends_sampling_with_a_warning_not_the_measure
     warnings = out.raw.measurement_warnings
     assert out.sampler_mode == "process"
     assert any(warning_code(w) == "sampler_error" and "NVMLError" in w for w in warnings), warnings
+    # the child outlived its sampler thread's error: the rows taken before it came back
+    assert len(out.samples) >= 3 and out.samples["t_mono_s"].max() < out.window_mono_s[1]
     a, b = out.window_mono_s
     assert abs(out.raw.energy_j - sims[0].true_energy_j(a, b)) <= out.raw.energy_uncertainty_j + 1e-3
 
