@@ -10,7 +10,9 @@ an order that rotates through all permutations (no arm is always first or last):
   baseline. Every arm starts its run from a just-warmed engine (``--warmup-batches``, default 1);
 - control ``idle`` (add it to ``--arms``): the bare loop after ``--idle-s`` of idling, about what a
   harness arm spends before its warmup. It runs no harness code at all, so its "cost" is the bench's
-  own noise floor (the host drifts by about ± 1 % between runs of a few minutes on this machine).
+  own noise floor (the host drifts by about ± 1 % between runs of a few minutes on this machine);
+- diagnostic ``nobc``: the process-sampler harness without counter calibration and edge polls
+  (``boundary_correction: false``): what the energy boundary work costs around the window.
 Throughput on every arm is output tokens / (last token − first submission), i.e. the harness's own
 definition of the window. The headline is the median over rounds of the ratio harness/bare of the same
 round; cost = 1 − ratio, with a bootstrap 95 % interval of that median: on a shared 2-core machine one
@@ -29,7 +31,7 @@ costs. Their sum (``step_cost``: harness − bare of the summed per-step-index m
 second estimate of the cost, robust to the host's bursts that scatter whole-run ratios.
 
     .venv/bin/python bench/harness_overhead.py [--pairs 30] [--n 32] [--batch-size 8] [--max-output-tokens 48]
-                                               [--arms process,thread[,idle]] [--warmup-batches 1]
+                                               [--arms process,thread[,idle][,nobc]] [--warmup-batches 1]
 
 Ends with ``RESULT harness_vs_bare_throughput_ratio=… cost_pct=… cost_ci95_pct=lo..hi step_cost_pct=…
 tick_cost_pct=… sampler=process thread_cost_pct=… …`` (target: cost ≤ 1 %). Exits 1 when it could not
@@ -99,6 +101,7 @@ def main() -> int:
         "pytorch": {"batch_size": args.batch_size},
         "energy": {"sample_interval_ms": args.interval_ms, "boundary_correction": not args.no_boundary_correction},
     })
+    no_bc = config.model_copy(update={"energy": config.energy.model_copy(update={"boundary_correction": False})})
     tokenizer = load_tokenizer(str(model_dir))
     prompts = build_prompt_set(config, tokenizer)
     engine = load_engine(config, [])
@@ -155,10 +158,13 @@ def main() -> int:
                                 ticks_in_window[arm].append(0)
                                 span[arm].append(sum(r.output_tokens for r in records) / got[arm])
                             continue
+                        arm_config, mode = config, arm
+                        if arm == "nobc":  # diagnostic: process sampler, no calibration and no edge polls
+                            arm_config, mode = no_bc, "process"
                         out = measure_process(
-                            config, devices, engine_loader=lambda c, idx: Kept(),
+                            arm_config, devices, engine_loader=lambda c, idx: Kept(),
                             tokenizer_loader=lambda c: tokenizer, prompt_builder=lambda c, t: prompts,
-                            device_indices=[], experiment_id="bench", sampler_mode=arm)
+                            device_indices=[], experiment_id="bench", sampler_mode=mode)
                         modes[arm] = out.sampler_mode
                         got[arm] = out.raw.output_tokens / out.raw.inference_time_sec
                         excess, n_ticks = tick_excess_s(out.requests, out.samples["t_mono_s"])
@@ -202,7 +208,9 @@ def main() -> int:
                         "per_tick_ms": 1e3 * per_tick, "ticks": statistics.fmean(ticks_in_window[arm]),
                         "start": start_pct, "rest": rest_pct}
         f = figures[arm]
-        label = f"bare loop after {args.idle_s:g} s idle" if arm == "idle" else f"harness, sampler in a {modes[arm]}"
+        label = {"idle": f"bare loop after {args.idle_s:g} s idle",
+                 "nobc": "harness, process sampler, no counter calibration or edge polls"}.get(
+            arm, f"harness, sampler in a {modes[arm]}")
         print(f"| {label} | {statistics.median(tps[arm]):.1f} | {f['ratio']:.4f} "
               f"({q[0]:.4f}–{q[2]:.4f}) | {lo:.4f}–{hi:.4f} | {100 * (1 - f['ratio']):.2f} % "
               f"| {start_pct + rest_pct:+.3f} % | {f['tick']:.3f} % |")
