@@ -79,7 +79,6 @@ class WindowStart:
     t_mono_s: float
     utc: datetime
     polls: Samples
-    sampler_rows: int = 0
     pending: Any = None  # the sampler process's polls of this start (``PendingPolls``), when it polls
 
 
@@ -665,8 +664,7 @@ class EnergyMonitor:
             pending = poll_async(until_edges=1, timeout_s=self.edge_timeout_s)
             return WindowStart(t0, utc, Samples.empty(self.uuids), pending=pending)
         t0, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s)
-        rows_before = len(self.sampler.snapshot()) if self.sampler is not None else 0
-        return WindowStart(t0, utc, self._rows_to_samples(rows, self.uuids), rows_before)
+        return WindowStart(t0, utc, self._rows_to_samples(rows, self.uuids))
 
     def _start_polls(self, start: WindowStart) -> Samples:
         """Returns the start's boundary polls: taken at begin, or collected from the sampler process (none
