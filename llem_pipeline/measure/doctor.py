@@ -421,8 +421,10 @@ def check_energy_counter(gpu: GpuContext, probe: CounterProbe | None) -> Finding
     """Returns whether nvmlDeviceGetTotalEnergyConsumption works and its update period (ms) from
     ``probe`` (None: not measured). WARN when unsupported (energy falls back to the power integral) or
     when it did not change during the probe; FAIL when reading it failed mid-probe."""
-    value = gpu.device.energy_mj()
-    if value is None:
+    if probe is not None and probe.error:
+        return _finding(gpu, "FAIL", "energy_counter", f"reading the counter failed while polling it: {probe.error}",
+                        "check `nvidia-smi -q`; the sampler stops on the same error")
+    if gpu.device.energy_mj() is None:
         return _finding(gpu, "WARN", "energy_counter",
                         "not supported: energy would be the integral of sampled power, with a larger "
                         "uncertainty (warning 'energy_counter_unsupported')",
@@ -430,9 +432,6 @@ def check_energy_counter(gpu: GpuContext, probe: CounterProbe | None) -> Finding
                         "nvmlDeviceGetTotalEnergyConsumption works")
     if probe is None:
         return _finding(gpu, "OK", "energy_counter", "supported (update period not measured: --quick)")
-    if probe.error:
-        return _finding(gpu, "FAIL", "energy_counter", f"reading the counter failed while polling it: {probe.error}",
-                        "check `nvidia-smi -q`; the sampler stops on the same error")
     if probe.period_s is None:
         return _finding(gpu, "WARN", "energy_counter",
                         f"supported, but it changed {probe.changes} time(s) in {probe.duration_s:.1f} s: the "
@@ -547,9 +546,10 @@ def _no_nvml(reason: str, driver_paths: Sequence[Path]) -> list[Finding]:
                        "make `nvidia-smi` work (install or repair the NVIDIA driver; reboot after a driver "
                        "update) and `pip install nvidia-ml-py`, then re-run `llem doctor`")
     else:
+        looked = f" (none of {', '.join(str(p) for p in driver_paths)} exists)" if driver_paths else ""
         nvml = Finding("WARN", "nvml",
-                       f"NVML could not be loaded: {reason}; this machine has no NVIDIA driver "
-                       f"(none of {', '.join(str(p) for p in driver_paths)} exists), so there is no GPU to measure",
+                       f"NVML could not be loaded: {reason}; this machine has no NVIDIA driver{looked}, so there "
+                       "is no GPU to measure",
                        "nothing to do for `make demo`; to measure real energy, run on a host with an NVIDIA "
                        "GPU and driver (`nvidia-smi` must work)")
     return [nvml, Finding("OK", "simulated_fallback", SIMULATED_FALLBACK)]

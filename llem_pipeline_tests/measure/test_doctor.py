@@ -167,7 +167,8 @@ def test_a_counter_that_does_not_move_or_fails_while_polled(tmp_path):
                                                    error_code=15)])
     findings = check(tmp_path, fake, clock)
     failed = by_check(findings)["energy_counter"]
-    assert failed.status == "FAIL" and "GPU is lost" in failed.found
+    assert failed.status == "FAIL" and failed.found.startswith("reading the counter failed while polling it: ")
+    assert "GPU is lost" in failed.found
     assert exit_code(findings) == 1
 
 
