@@ -11,6 +11,11 @@ import sys
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "doctor": (
+        "llem_pipeline.commands.doctor",
+        "main_doctor",
+        "check whether this host can make valid measurements (NVML, GPU settings, other processes, counter, disk)",
+    ),
     "make-model": (
         "llem_pipeline.engines.tiny_model",
         "main_make_model",

@@ -182,6 +182,9 @@ class FakePynvml(types.ModuleType):
     ``nvmlReturn``). ``errors``: ErrorInjection rules. ``legacy_throttle_api``: remove
     ``nvmlDeviceGetCurrentClocksEventReasons`` (old drivers/bindings). ``library_missing``: every call,
     ``nvmlInit`` included, raises NVMLError_LibraryNotFound. ``calls`` counts every call by name.
+    ``gpu_settings``: per device (same order as ``devices``; missing or None = FakeGpuSettings()), the
+    host settings ``llem doctor`` checks: default power limit, application/max clocks, ECC, MIG and the
+    processes NVML lists on the GPU.
     """
 
     def __init__(
@@ -195,6 +198,7 @@ class FakePynvml(types.ModuleType):
         library_missing: bool = False,
         driver_version: str = "580.95.05",
         nvml_version: str = "13.580.95.05",
+        gpu_settings: Sequence[FakeGpuSettings | None] = (),
     ) -> None:
         super().__init__("pynvml", "Fake nvidia-ml-py module backed by llem_pipeline SimulatedDevices")
         bad = set(unsupported) - set(SUPPORT_KEYS)
@@ -221,6 +225,7 @@ class FakePynvml(types.ModuleType):
         self.legacy_throttle_api = legacy_throttle_api
         if legacy_throttle_api:
             self.__class__ = _LegacyFakePynvml
+        self._init_gpu_settings(gpu_settings)
 
     def __reduce__(self):
         """Pickles as the arguments that rebuild this fake in another process (a sampler process): the same
@@ -235,7 +240,8 @@ class FakePynvml(types.ModuleType):
         return (_rebuild_fake, (self.sim_devices, {
             "uuids": self.uuids, "unsupported": sorted(self.unsupported), "errors": self.errors,
             "legacy_throttle_api": self.legacy_throttle_api, "library_missing": self.library_missing,
-            "driver_version": self.driver_version, "nvml_version": self.nvml_version}))
+            "driver_version": self.driver_version, "nvml_version": self.nvml_version,
+            "gpu_settings": self.gpu_settings}))
 
     # -- plumbing -------------------------------------------------------------------------------
     def _enter(self, function: str, handle: _Handle | None = None, *, needs_init: bool = True) -> SimulatedDevice | None:
@@ -409,9 +415,9 @@ class FakePynvml(types.ModuleType):
         return round(d.power_limit_w() * 1000)
 
     def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: _Handle) -> int:
-        """Returns the default power limit, mW."""
+        """Returns the default power limit, mW (FakeGpuSettings.default_power_limit_w, else the enforced limit)."""
         d = self._enter("nvmlDeviceGetPowerManagementDefaultLimit", handle)
-        return round(d.power_limit_w() * 1000)
+        return round(self._default_power_limit_w(handle.index, d) * 1000)
 
     def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: _Handle) -> list[int]:
         """Returns [min, max] power limit, mW."""
@@ -481,14 +487,139 @@ class FakePynvml(types.ModuleType):
         return 0
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list:
-        """Returns no processes."""
+        """Returns the compute processes of FakeGpuSettings.processes (none by default)."""
         self._enter("nvmlDeviceGetComputeRunningProcesses", handle)
-        return []
+        return self._process_infos(handle.index, "compute")
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list:
-        """Returns no processes."""
+        """Returns the graphics processes of FakeGpuSettings.processes (none by default)."""
         self._enter("nvmlDeviceGetGraphicsRunningProcesses", handle)
-        return []
+        return self._process_infos(handle.index, "graphics")
+
+    # -- host settings that `llem doctor` checks (gpu_settings=) ----------------------------------
+    def _init_gpu_settings(self, gpu_settings: Sequence[FakeGpuSettings | None]) -> None:
+        if len(gpu_settings) > len(self.sim_devices):
+            raise ValueError(f"FakePynvml: {len(gpu_settings)} gpu_settings for {len(self.sim_devices)} devices")
+        self.gpu_settings = [s if s is not None else FakeGpuSettings() for s in gpu_settings]
+        self.gpu_settings += [FakeGpuSettings()] * (len(self.sim_devices) - len(self.gpu_settings))
+        for k, v in _HOST_CONSTANTS.items():
+            setattr(self, k, v)
+        self.c_nvmlProcessInfo_t = c_nvmlProcessInfo_t
+
+    def _default_power_limit_w(self, index: int, device: SimulatedDevice) -> float:
+        default = self.gpu_settings[index].default_power_limit_w
+        return device.power_limit_w() if default is None else default
+
+    def _process_infos(self, index: int, kind: str) -> list[c_nvmlProcessInfo_t]:
+        return [c_nvmlProcessInfo_t(
+                    pid=p.pid, usedGpuMemory=None if p.used_memory_mb is None else int(p.used_memory_mb * 2**20),
+                    gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+                for p in self.gpu_settings[index].processes if p.kind == kind]
+
+    def _clock_domain(self, clock_type: int) -> int:
+        """Returns 0 for graphics/SM, 1 for memory (the position in the settings' (graphics, memory) pairs)."""
+        if clock_type in (self.NVML_CLOCK_GRAPHICS, self.NVML_CLOCK_SM):
+            return 0
+        if clock_type == self.NVML_CLOCK_MEM:
+            return 1
+        raise self.NVMLError(_ERROR_CODES["INVALID_ARGUMENT"])
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, clock_type: int) -> int:
+        """Returns the maximum clock of a domain, MHz (FakeGpuSettings.max_clocks_mhz, else the simulated
+        device's base SM / memory clock)."""
+        d = self._enter("nvmlDeviceGetMaxClockInfo", handle)
+        self._check_supported("clocks")
+        s = self.gpu_settings[handle.index]
+        pair = s.max_clocks_mhz or (d.base_sm_clock_mhz, d.base_mem_clock_mhz)
+        return round(pair[self._clock_domain(clock_type)])
+
+    def nvmlDeviceGetApplicationsClock(self, handle: _Handle, clock_type: int) -> int:
+        """Returns the application clock of a domain, MHz (FakeGpuSettings.applications_clocks_mhz, else
+        the default application clocks)."""
+        self._enter("nvmlDeviceGetApplicationsClock", handle)
+        self._check_supported("clocks")
+        s = self.gpu_settings[handle.index]
+        pair = s.applications_clocks_mhz or s.default_applications_clocks_mhz
+        return round(pair[self._clock_domain(clock_type)])
+
+    def nvmlDeviceGetDefaultApplicationsClock(self, handle: _Handle, clock_type: int) -> int:
+        """Returns the default application clock of a domain, MHz."""
+        self._enter("nvmlDeviceGetDefaultApplicationsClock", handle)
+        self._check_supported("clocks")
+        s = self.gpu_settings[handle.index]
+        return round(s.default_applications_clocks_mhz[self._clock_domain(clock_type)])
+
+    def nvmlDeviceGetEccMode(self, handle: _Handle) -> list[int]:
+        """Returns [current, pending] ECC mode (NVML_FEATURE_*); NVMLError_NotSupported when ecc_mode is None."""
+        self._enter("nvmlDeviceGetEccMode", handle)
+        mode = self.gpu_settings[handle.index].ecc_mode
+        if mode is None:
+            raise self.NVMLError(_ERROR_CODES["NOT_SUPPORTED"])
+        return [int(mode[0]), int(mode[1])]
+
+    def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
+        """Returns [current, pending] MIG mode (NVML_DEVICE_MIG_*); NVMLError_NotSupported when mig_mode is None."""
+        self._enter("nvmlDeviceGetMigMode", handle)
+        mode = self.gpu_settings[handle.index].mig_mode
+        if mode is None:
+            raise self.NVMLError(_ERROR_CODES["NOT_SUPPORTED"])
+        return [int(mode[0]), int(mode[1])]
+
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        """Returns the name of a process listed in any device's FakeGpuSettings.processes (NVMLError_NotFound otherwise)."""
+        self._enter("nvmlSystemGetProcessName")
+        for s in self.gpu_settings:
+            for p in s.processes:
+                if p.pid == int(pid):
+                    return p.name
+        raise self.NVMLError(_ERROR_CODES["NOT_FOUND"])
+
+
+# -- host settings that `llem doctor` checks (FakePynvml(gpu_settings=...)) ---------------------------
+_HOST_CONSTANTS = {
+    "NVML_DEVICE_MIG_DISABLE": 0, "NVML_DEVICE_MIG_ENABLE": 1,
+    "NVML_CLOCK_ID_CURRENT": 0, "NVML_CLOCK_ID_APP_CLOCK_TARGET": 1, "NVML_CLOCK_ID_APP_CLOCK_DEFAULT": 2,
+}
+
+
+class c_nvmlProcessInfo_t(_Struct):
+    """A process on a GPU: pid, usedGpuMemory (bytes; None when NVML cannot tell, like the binding),
+    gpuInstanceId, computeInstanceId."""
+
+
+@dataclass(frozen=True)
+class FakeProcess:
+    """A process NVML lists on a fake GPU: ``kind`` 'compute' or 'graphics'; ``used_memory_mb`` MiB (None:
+    not available, which the binding reports as ``usedGpuMemory=None``)."""
+
+    pid: int
+    name: str = "python3"
+    used_memory_mb: float | None = 1024.0
+    kind: str = "compute"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("compute", "graphics"):
+            raise ValueError(f"FakeProcess: kind={self.kind!r}; use 'compute' or 'graphics'")
+
+
+@dataclass(frozen=True)
+class FakeGpuSettings:
+    """Host settings of one fake GPU (the defaults are a healthy H100 SXM).
+
+    ``default_power_limit_w``: W (None = the enforced limit, i.e. not capped). Clock pairs are
+    (graphics/SM, memory), MHz: ``applications_clocks_mhz`` None = the default application clocks;
+    ``max_clocks_mhz`` None = the simulated device's base clocks. ``ecc_mode`` / ``mig_mode``:
+    (current, pending), 1 = enabled; None = NVMLError_NotSupported. ``processes``: what
+    nvmlDeviceGetCompute/GraphicsRunningProcesses list.
+    """
+
+    default_power_limit_w: float | None = None
+    applications_clocks_mhz: tuple[float, float] | None = None
+    default_applications_clocks_mhz: tuple[float, float] = (1755.0, 2619.0)
+    max_clocks_mhz: tuple[float, float] | None = None
+    ecc_mode: tuple[int, int] | None = (1, 1)
+    mig_mode: tuple[int, int] | None = (0, 0)
+    processes: tuple[FakeProcess, ...] = ()
 
 
 class _LegacyFakePynvml(FakePynvml):

@@ -25,16 +25,20 @@ _MIB = float(2**20)
 
 
 class NvmlUnavailableError(RuntimeError):
-    """NVML cannot be used here; the message says why and what the options are."""
+    """NVML cannot be used here; the message says why and what the options are; ``reason`` is the why alone."""
+
+    reason: str = ""
 
 
 def _unavailable(why: str) -> NvmlUnavailableError:
-    return NvmlUnavailableError(
+    err = NvmlUnavailableError(
         f"NVML is unavailable: {why}. Options: (1) on a machine with an NVIDIA GPU, install or repair the "
         "NVIDIA driver (nvidia-smi must work) and the Python bindings (`pip install nvidia-ml-py`); "
         "(2) run without a GPU using the simulated device (`--devices simulated`), whose energy is "
         "clearly labelled simulated (device_kind='simulated', warning 'simulated_device')."
     )
+    err.reason = why
+    return err
 
 
 def load_nvml(nvml: ModuleType | None = None) -> ModuleType:

@@ -1,0 +1,1 @@
+"""Tests of the llem subcommands in llem_pipeline/commands."""
