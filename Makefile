@@ -24,8 +24,8 @@ setup: .venv/.installed
 # The main job: the demo study through Dagster (persistent instance in .dagster_home) into data/llem.duckdb,
 # on the simulated GPU unless LLEM_DEVICES says otherwise (e.g. LLEM_DEVICES=auto on an NVIDIA host).
 demo: setup
-	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} $(PY) -m llem_pipeline.defs.launch demo
-	$(PY) -m llem_pipeline.cli sql "SELECT model, backend, precision, batch_size, is_simulated, round(j_per_token, 5) AS j_per_token, round(tokens_per_s, 1) AS tokens_per_s, round(avg_power_w, 1) AS avg_power_w, round(ttft_p50_ms, 2) AS ttft_p50_ms FROM efficiency ORDER BY model, backend, batch_size"
+	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} .venv/bin/llem run demo
+	.venv/bin/llem sql "SELECT model, setting, hardware_id, studies, workload_hash, n_runs, round(j_per_token, 5) AS j_per_token, round(j_per_token_ci_low, 5) AS ci_low, round(j_per_token_ci_high, 5) AS ci_high, round(tokens_per_s, 1) AS tokens_per_s, round(avg_power_w, 1) AS avg_power_w FROM efficiency ORDER BY model, hardware_id, setting"
 
 # Chromium from Debian's packages for the browser test (Playwright drives /usr/bin/chromium), and strace for
 # the storage test that parks a DuckDB process at its lock call (the issue-7 race, made deterministic).
@@ -43,8 +43,9 @@ test-fast: setup
 test-vllm:
 	bash scripts/test_vllm.sh
 
+# `llem ui` runs `dg dev`: webserver + daemon (run queue, schedule, sensors) on 127.0.0.1; Ctrl-C stops both.
 ui: setup
-	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} $(PY) -m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} UI_PORT=$(UI_PORT) .venv/bin/llem ui
 
 bench: setup
 	$(PIP) install -q -e '.[bench]'

@@ -21,6 +21,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_make_model",
         "build a random-weight Llama-style model + BPE tokenizer offline (presets tiny, small, 1b, 8b)",
     ),
+    "run": (
+        "llem_pipeline.commands.run",
+        "main_run",
+        "measure a study through Dagster (the run queue when a daemon runs, else in this process)",
+    ),
+    "ui": (
+        "llem_pipeline.commands.ui",
+        "main_ui",
+        "the Dagster UI and daemon (dg dev) on 127.0.0.1; Ctrl-C stops both",
+    ),
+    "status": (
+        "llem_pipeline.commands.status",
+        "main_status",
+        "recent runs and their state, the run queue and whether a daemon is running",
+    ),
     "sql": (
         "llem_pipeline.storage.sql_cli",
         "main_sql",

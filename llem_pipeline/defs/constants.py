@@ -1,4 +1,4 @@
-"""Names shared by the domains under defs/: groups, owners, tags, code versions."""
+"""Names shared by the domains under defs/: groups, owners, tags, resource keys, code versions."""
 
 from __future__ import annotations
 
@@ -7,11 +7,24 @@ from llem_pipeline import __version__
 OWNERS = ["team:llem"]
 GPU_POOL = "gpu"
 GPU_STEP_KEY = "gpu_measurement"  # the GPU step (op) of every measurement run
-# Op tag counted by the multiprocess executor's tag_concurrency_limits (see definitions.py).
+STORE_STEP_KEY = "store_results"  # the CPU step that writes the run to DuckDB
 GPU_OP_TAG = {"llem/resource": "gpu"}
 MEASUREMENT_GROUP = "measurement"
 RESULTS_GROUP = "results"
 REPORTS_GROUP = "reports"
+# I/O managers: the GPU step's outputs stay in the worker's run folder; results go to DuckDB.
+RUN_FOLDER_IO_MANAGER = "run_folder_io_manager"
+DUCKDB_IO_MANAGER = "duckdb_io_manager"
+# Run tags of a study's runs (written by study_runs.planned_runs, read by the steps and `llem run`).
+STUDY_TAG = "llem/study"
+CYCLE_TAG = "llem/cycle"
+POSITION_TAG = "llem/position"
+GAP_TAG = "llem/gap_s"
+LABEL_TAG = "llem/label"
+TARGET_TAG = "llem/target"
+CONFIG_TAG = "llem/config_hash"
+LAUNCH_TAG = "llem/launch"
+SIMULATED_TAG = "llem/simulated"
 # Bump when the measurement harness changes what it measures: Dagster marks downstream results stale.
 HARNESS_CODE_VERSION = f"harness-{__version__}"
 RESULTS_CODE_VERSION = f"results-{__version__}"

@@ -1,7 +1,7 @@
 """``python -m llem_pipeline.measure``: one measurement as a plain command (see measure/worker.py).
 
     python -m llem_pipeline.measure --config CFG.json --devices LIST|simulated|auto --out RUN_DIR \\
-        [--timeout S] [--run-id ID] [--experiment-id ID] [--baseline-cache PATH] [--quiet]
+        [--timeout S] [--run-id ID] [--experiment-id ID] [--baseline-cache PATH] [--sampler MODE] [--quiet]
 
 Exit 0 on success; otherwise one line ``llem-measure: error: <reason>`` on stderr and exit 1 (124 on timeout).
 Under Dagster Pipes (DAGSTER_PIPES_CONTEXT set) milestone progress goes to the Dagster log (the rest to stderr) and the headline
@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=None)
     p.add_argument("--experiment-id", default=None)
     p.add_argument("--baseline-cache", type=Path, default=None, help="idle-power cache file shared across runs")
+    p.add_argument("--sampler", choices=("auto", "process", "thread"), default="auto",
+                   help="where the power sampler runs: its own process, a thread, or auto (process on NVML GPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             config = parse_experiment_config(data, str(args.config))
             out = run_measurement(config, args.devices, args.out, timeout_s=args.timeout, run_id=args.run_id,
                                   experiment_id=args.experiment_id, baseline_cache=args.baseline_cache,
-                                  on_progress=progress)
+                                  sampler=args.sampler, on_progress=progress)
         except WorkerTimeout as err:
             print(f"llem-measure: error: {err}", file=sys.stderr)
             return EXIT_TIMEOUT

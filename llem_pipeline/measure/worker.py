@@ -35,7 +35,13 @@ from llem_pipeline.domain.experiment import (
 from llem_pipeline.measure.aggregation import aggregate
 from llem_pipeline.measure.baseline import BaselineCache, BaselineResult, measure_baseline
 from llem_pipeline.measure.environment import collect_environment
-from llem_pipeline.measure.run_folder import read_request_records, staged_run_folder, write_json
+from llem_pipeline.measure.run_folder import (
+    read_request_records,
+    remove_dead_staging,
+    runs_root_of,
+    staged_run_folder,
+    write_json,
+)
 
 EXIT_TIMEOUT = 124
 SIM_IDLE_W = 60.0
@@ -147,6 +153,7 @@ def _process_main(payload: dict[str, Any], events: Any) -> None:
                 prompt_builder=build_prompt_set,
                 device_indices=list(range(len(devices))) if payload["kind"] == "nvml" else [],
                 experiment_id=payload["experiment_id"], process_index=k, baseline=baseline, on_progress=emit,
+                sampler_mode=payload.get("sampler", "auto"),
             )
         finally:
             for d in devices:
@@ -268,11 +275,13 @@ def run_measurement(
     run_id: str | None = None,
     experiment_id: str | None = None,
     baseline_cache: Path | None = None,
+    sampler: str = "auto",
     on_progress: ProgressFn | None = None,
 ) -> Path:
     """Run one measurement and write its run folder atomically; returns ``out_dir``.
 
-    ``devices``: 'simulated', 'auto' or a comma list of NVML UUIDs/indices. ``timeout_s``: wall-clock
+    ``devices``: 'simulated', 'auto' or a comma list of NVML UUIDs/indices. ``sampler``: where the power
+    sampler runs ('auto' | 'process' | 'thread', see harness.make_sampler). ``timeout_s``: wall-clock
     limit for the engine processes, s (WorkerTimeout when exceeded). Raises WorkerError with a
     one-line reason on any failure; nothing is left in ``out_dir`` then.
     """
@@ -291,6 +300,10 @@ def run_measurement(
     emit("plan", {"kind": plan.kind, "groups": plan.groups, "run_id": run_id})
     model_path = resolve_model_ref(config.model)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    root = runs_root_of(Path(out_dir))
+    if root is not None:
+        for stale in remove_dead_staging(root):
+            emit("removed_stale_staging", {"path": str(stale)})
     with staged_run_folder(Path(out_dir)) as staging:
         write_json(staging / "config.json", config.model_dump(mode="json"))
         all_ids = [i for g in plan.groups for i in g]
@@ -328,7 +341,7 @@ def run_measurement(
                 "sample_count": baseline.sample_count, "measured_at": baseline.measured_at.isoformat(),
                 "provenance": baseline.provenance, "cache_age_s": baseline.cache_age_s, "device_kind": plan.kind,
             })
-        _run_processes(config, plan, model_path, staging, experiment_id, baseline_payload, deadline, emit)
+        _run_processes(config, plan, model_path, staging, experiment_id, baseline_payload, deadline, emit, sampler)
         raws = [RawProcessResult.model_validate_json((staging / f"process_{k}.json").read_text())
                 for k in range(len(plan.groups))]
         _merge_parquet(staging, "timeseries", len(plan.groups))
@@ -341,7 +354,8 @@ def run_measurement(
 
 
 def _run_processes(config: ExperimentConfig, plan: DevicePlan, model_path: str, staging: Path, experiment_id: str,
-                   baseline_payload: dict[str, Any] | None, deadline: float | None, emit: ProgressFn) -> None:
+                   baseline_payload: dict[str, Any] | None, deadline: float | None, emit: ProgressFn,
+                   sampler: str = "auto") -> None:
     """Spawn one engine process per device group, wait (hard deadline), raise WorkerError on failure."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
@@ -359,7 +373,8 @@ def _run_processes(config: ExperimentConfig, plan: DevicePlan, model_path: str, 
     for k, ids in enumerate(plan.groups):
         payload = {"process_index": k, "staging": str(staging), "kind": plan.kind, "ids": ids,
                    "config": config.model_dump(mode="json"), "model_path": model_path,
-                   "experiment_id": experiment_id, "baseline": baseline_payload, "parent_pid": os.getpid()}
+                   "experiment_id": experiment_id, "baseline": baseline_payload, "parent_pid": os.getpid(),
+                   "sampler": sampler}
         p = ctx.Process(target=_process_main, args=(payload, events), name=f"llem-engine-{k}")
         p.start()
         procs.append(p)

@@ -1,200 +1,117 @@
-"""LlemDuckDBIOManager: Dagster outputs <-> llem tables, one transaction per partition, jittered lock retries.
+"""LlemDuckDBIOManager: the Dagster I/O manager of the llem result assets, on dagster-duckdb's DuckDBResource.
 
-Built on dagster-duckdb's ``DuckDBResource``: the I/O manager takes one (``duckdb=DuckDBResource(
-database=...)``) and uses its ``database`` and ``connection_config``. It does not call
-``DuckDBResource.get_connection()`` because that retries with fixed, un-jittered delays, always opens
-read-write (so every ``load_input`` would block writers) and runs no transaction (dagster-duckdb's own
-I/O manager deletes and inserts in autocommit, so a crash between the two loses the slice). Instead
-writes go through ``ResultStore.write_tables`` (BEGIN; DELETE partition; INSERT; COMMIT, retried with
-jitter) and reads through a read-only connection.
+What it stores, per measurement run, in ONE transaction (ResultStore.write_runs):
 
-Table: the asset key's last element, mapped through ``ASSET_TABLES`` (e.g. ``raw_process_results`` ->
-``process_results``), or ``metadata={"llem_table": ...}`` on the asset; either must name a table of
-the allow-list. Partition: the MultiPartitionKey dimensions ``date`` (run_date) and ``config``
-(config_hash); run_id: the Dagster run id.
+- ``experiment_results`` — its value is the run's ``RunRecord``: the ExperimentResult with its processes,
+  environment and baseline, and the run's power samples and requests. All six tables of the run commit
+  together, so a crash leaves the run's rows entirely or not at all.
+- ``power_timeseries`` and ``request_latencies`` — their values are the run's power samples and requests
+  (pyarrow Tables), the same rows that committed with the record; handling them confirms that and records
+  their row counts (a value that did not commit with its record fails the step).
+
+Loading: a partitioned downstream asset gets the ExperimentResult of the partition's latest run; an
+unpartitioned one declares which view it reads, ``dg.AssetIn("experiment_results", metadata={"view":
+"efficiency"})``, and gets that view's rows as a pyarrow Table. Reads open the file read-only, so loading
+inputs never blocks a writer.
+
+The DuckDBResource gives the file (``database``) and the connection options; writes go through ResultStore
+(its writer lock, transaction, verification and write journal) rather than
+``DuckDBResource.get_connection()``, which opens read-write for reads too and runs no transaction.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from llem_pipeline.domain import EnvironmentSnapshot, ExperimentResult, RawProcessResult
-from llem_pipeline.storage import rows as R
 from llem_pipeline.storage.errors import StorageError
 from llem_pipeline.storage.locking import DEFAULT_LOCK_TIMEOUT_S
-from llem_pipeline.storage.schema import PARTITION_COLUMNS, PARTITIONED_TABLES, checked_table
+from llem_pipeline.storage.records import RunRecord
+from llem_pipeline.storage.schema import VIEWS
 from llem_pipeline.storage.store import ResultStore
 
-ASSET_TABLES: dict[str, str] = {
-    **{t: t for t in PARTITIONED_TABLES},
-    "raw_process_results": "process_results",
-    "environment_snapshot": "environment_snapshots",
-    "baseline_power": "baselines",
-    "baseline": "baselines",
-    "power_timeseries": "power_samples",
-    "request_latencies": "requests",
-}
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def table_for(asset_name: str, metadata: Mapping[str, Any] | None = None) -> str:
-    """Return the llem table an asset is stored in (metadata 'llem_table' wins); StorageError if none."""
-    override = (metadata or {}).get("llem_table")
-    if override is not None:
-        return checked_table(str(getattr(override, "value", override)), PARTITIONED_TABLES)
-    if asset_name not in ASSET_TABLES:
-        raise StorageError(
-            f"asset {asset_name!r} has no llem table: name it one of {sorted(ASSET_TABLES)} "
-            "or set metadata={'llem_table': <table>}"
-        )
-    return ASSET_TABLES[asset_name]
-
-
-def split_partition_key(key: Any, date_dim: str = "date", config_dim: str = "config") -> tuple[date, str]:
-    """Return (run_date, config_hash) from a MultiPartitionKey (or its 'a|b' string form).
-
-    Raises StorageError naming the key when it lacks a date or a config hash.
-    """
-    by_dim = getattr(key, "keys_by_dimension", None)
-    if by_dim:
-        if date_dim not in by_dim or config_dim not in by_dim:
-            raise StorageError(
-                f"partition key {str(key)!r} has dimensions {sorted(by_dim)}; expected {date_dim!r} and {config_dim!r}"
-            )
-        raw_date, raw_hash = by_dim[date_dim], by_dim[config_dim]
-    else:
-        parts = str(key).split("|")
-        dates = [p for p in parts if _DATE.fullmatch(p)]
-        others = [p for p in parts if not _DATE.fullmatch(p)]
-        if len(parts) != 2 or len(dates) != 1:
-            raise StorageError(
-                f"partition key {str(key)!r} is not a date x config multi-partition key "
-                f"(dimensions {date_dim!r}: YYYY-MM-DD and {config_dim!r}: config hash)"
-            )
-        raw_date, raw_hash = dates[0], others[0]
-    return R.as_run_date(raw_date), R.check_config_hash(raw_hash)
-
-
-def _baseline_dict(table: pa.Table) -> dict[str, Any] | None:
-    rows = table.to_pylist()
-    if not rows:
-        return None
-    first = rows[0]
-    measured = first.get("measured_at")
-    return {
-        "devices": [{"uuid": r["device_uuid"], "power_w": r["power_w"]} for r in rows],
-        "total_power_w": first.get("total_power_w"),
-        "duration_s": first.get("duration_s"),
-        "sample_count": first.get("sample_count"),
-        "measured_at": measured.isoformat() if measured is not None else None,
-        "provenance": first.get("provenance"),
-        "cache_age_s": first.get("cache_age_s"),
-        "device_kind": first.get("device_kind"),
-    }
+RESULTS, POWER, LATENCIES = "experiment_results", "power_timeseries", "request_latencies"
+# The table each output's value lands in, beside the record's own tables.
+_SIDE_TABLES = {POWER: "power_samples", LATENCIES: "requests"}
 
 
 class LlemDuckDBIOManager(dg.ConfigurableIOManager):
-    """Stores llem asset outputs in the llem DuckDB tables, idempotently per (date, config) partition.
-
-    Accepts ExperimentResult (experiment_results), RawProcessResult or a list of them
-    (process_results), EnvironmentSnapshot (environment_snapshots), a baseline.json dict or None
-    (baselines), and pyarrow.Table for any table (power_samples, requests in the run-folder format).
-    Loads the same types back (pyarrow.Table without the partition columns for samples/requests).
-    """
+    """Stores a measurement run's outputs in the llem DuckDB file in one transaction; loads results and views."""
 
     duckdb: DuckDBResource = Field(description="dagster-duckdb resource naming the DuckDB file (database=...)")
-    lock_timeout_s: float = Field(
-        default=DEFAULT_LOCK_TIMEOUT_S, description="Total wait for the file lock per call, s (jittered backoff)"
+    lock_timeout_s: int = Field(
+        default=int(DEFAULT_LOCK_TIMEOUT_S), ge=0, description="Longest wait for the file's writer lock per call, s"
     )
-    date_dimension: str = Field(default="date", description="MultiPartitionsDefinition dimension holding run_date")
-    config_dimension: str = Field(default="config", description="Dimension holding the config hash")
+    # Rows committed per run in this process: {(run_id, table): rows}. The side outputs of a run are handled
+    # right after its record, by the same step process.
+    _committed: ClassVar[dict[tuple[str, str], int]] = {}
 
-    def _store(self) -> ResultStore:
-        return ResultStore(
-            self.duckdb.database, lock_timeout_s=self.lock_timeout_s, connection_config=self.duckdb.connection_config
-        )
-
-    def _partition(self, context: dg.OutputContext | dg.InputContext) -> tuple[date, str]:
-        if not context.has_asset_partitions:
-            raise StorageError(
-                f"asset {context.asset_key.to_user_string()} is not partitioned: llem tables are keyed by "
-                f"({self.date_dimension} x {self.config_dimension}) multi-partitions"
-            )
-        return split_partition_key(context.asset_partition_key, self.date_dimension, self.config_dimension)
-
-    def _rows(self, table: str, obj: Any, run_date: date, config_hash: str, run_id: str, study: str | None) -> pa.Table:
-        if isinstance(obj, pa.Table):
-            return obj
-        if table == "experiment_results" and isinstance(obj, ExperimentResult):
-            if obj.measurement_config_hash != config_hash:
-                raise StorageError(
-                    f"ExperimentResult.measurement_config_hash={obj.measurement_config_hash!r} differs from the "
-                    f"partition's config {config_hash!r}"
-                )
-            return R.rows_to_table([R.experiment_result_row(obj, run_date, run_id, study)])
-        if table == "process_results" and isinstance(obj, RawProcessResult):
-            obj = [obj]
-        if table == "process_results" and isinstance(obj, Sequence) and all(isinstance(p, RawProcessResult) for p in obj):
-            return R.rows_to_table(R.process_result_rows(list(obj), run_date, config_hash, run_id))
-        if table == "environment_snapshots" and isinstance(obj, EnvironmentSnapshot):
-            return R.rows_to_table([R.environment_row(obj, run_date, config_hash, run_id)])
-        if table == "baselines" and (obj is None or isinstance(obj, Mapping)):
-            return R.rows_to_table(R.baseline_rows(obj, run_date, config_hash, run_id) if obj else [])
-        raise StorageError(
-            f"cannot store a {type(obj).__name__} in table {table!r}: expected "
-            + {
-                "experiment_results": "ExperimentResult",
-                "process_results": "list[RawProcessResult]",
-                "environment_snapshots": "EnvironmentSnapshot",
-                "baselines": "a baseline.json dict (or None)",
-            }.get(table, "pyarrow.Table")
-            + " or pyarrow.Table"
-        )
+    def store(self) -> ResultStore:
+        """Return the ResultStore of the configured file."""
+        return ResultStore(self.duckdb.database or None, lock_timeout_s=self.lock_timeout_s,
+                           connection_config=self.duckdb.connection_config)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        """Replace this partition's rows of the asset's table with ``obj`` (one transaction); add row metadata."""
-        metadata = context.definition_metadata or {}
-        table = table_for(context.asset_key.path[-1], metadata)
-        run_date, config_hash = self._partition(context)
-        run_id = R.check_run_id(context.run_id)
-        study = metadata.get("study")
-        study = str(getattr(study, "value", study)) if study is not None else None
-        rows = self._rows(table, obj, run_date, config_hash, run_id, study)
-        store = self._store()
-        counts = store.write_tables(run_date, config_hash, run_id, {table: rows})
-        context.add_output_metadata(
-            {
-                "dagster/partition_row_count": counts[table],
-                "dagster/table_name": f"main.{table}",
-                "table": table,
-                "database": str(store.path),
-            }
-        )
+        """Write a RunRecord (experiment_results) in one transaction, or confirm a side table of a written run."""
+        name = context.asset_key.path[-1]
+        if name == RESULTS:
+            if not isinstance(obj, RunRecord):
+                raise StorageError(f"{RESULTS} must be a RunRecord, got {type(obj).__name__}")
+            counts = self.store().write_runs([obj])
+            for table, rows in counts.items():
+                self._committed[(obj.run_id, table)] = rows
+            context.add_output_metadata({
+                "dagster/partition_row_count": counts.get("experiment_results", 0),
+                "dagster/table_name": "main.experiment_results",
+                "rows_written": dg.MetadataValue.json(counts),
+                "database": dg.MetadataValue.path(str(self.store().path)),
+            })
+            return
+        table = _SIDE_TABLES.get(name)
+        if table is None:
+            raise StorageError(
+                f"asset {context.asset_key.to_user_string()} is not stored by LlemDuckDBIOManager "
+                f"(it stores {RESULTS}, {POWER} and {LATENCIES})"
+            )
+        if not isinstance(obj, pa.Table):
+            raise StorageError(f"{name} must be a pyarrow.Table, got {type(obj).__name__}")
+        run_id = context.run_id
+        committed = self._committed.get((run_id, table))
+        if committed is None:
+            committed = self.store().read_run(table, run_id).num_rows
+        if committed != obj.num_rows:
+            raise StorageError(
+                f"{name} of run {run_id} has {obj.num_rows} row(s) but {committed} committed to {table} with "
+                f"the run's {RESULTS}: the outputs of one run must come from one RunRecord"
+            )
+        context.add_output_metadata({
+            "dagster/partition_row_count": committed,
+            "dagster/table_name": f"main.{table}",
+        })
 
     def load_input(self, context: dg.InputContext) -> Any:
-        """Return the upstream asset's rows of this partition (model, list of models, dict or pyarrow.Table)."""
+        """Return the partition's latest ExperimentResult, or (``metadata={'view': ...}``) a view as a pyarrow Table."""
+        view = (context.definition_metadata or {}).get("view")
+        if view is not None:
+            if view not in VIEWS:
+                raise StorageError(f"AssetIn metadata view={view!r} is not one of the llem views {list(VIEWS)}")
+            store = self.store()
+            if not store.path.is_file():
+                return pa.table({})
+            return store.query(f"SELECT * FROM {view}")
         upstream = context.upstream_output
-        if upstream is None or upstream.asset_key is None:
-            raise StorageError("LlemDuckDBIOManager loads only asset inputs (no upstream asset given)")
-        table = table_for(upstream.asset_key.path[-1], upstream.definition_metadata)
-        run_date, config_hash = self._partition(context)
-        store = self._store()
-        if table == "experiment_results":
-            return store.read_result(config_hash, run_date)
-        rows = store.read_partition(table, run_date, config_hash)
-        if table == "process_results":
-            return [RawProcessResult.model_validate_json(j) for j in rows.column("process_json").to_pylist()]
-        if table == "environment_snapshots":
-            blobs = rows.column("snapshot_json").to_pylist()
-            return EnvironmentSnapshot.model_validate_json(blobs[-1]) if blobs else None
-        if table == "baselines":
-            return _baseline_dict(rows)
-        return rows.drop_columns(list(PARTITION_COLUMNS))
+        if upstream is None or upstream.asset_key.path[-1] != RESULTS or not context.has_asset_partitions:
+            raise StorageError(
+                "LlemDuckDBIOManager loads experiment_results of one partition (a partitioned downstream asset) "
+                "or a view (dg.AssetIn(metadata={'view': 'efficiency'}))"
+            )
+        dims = getattr(context.asset_partition_key, "keys_by_dimension", None) or {}
+        if "date" not in dims or "measurement" not in dims:
+            raise StorageError(
+                f"partition {str(context.asset_partition_key)!r} is not a (date × measurement) partition of the llem assets"
+            )
+        return self.store().measurement_result(dims["measurement"], dims["date"])

@@ -6,7 +6,8 @@ import dagster as dg
 import pytest
 
 from llem_pipeline.definitions import defs as lazy_defs
-from llem_pipeline.definitions import executor_config
+from llem_pipeline.defs.measurements.io_manager import RunFolderIOManager
+from llem_pipeline.storage.io_manager import LlemDuckDBIOManager
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +54,38 @@ def test_gpu_step_is_one_op_in_pool_gpu_with_gpu_tag(defs: dg.Definitions) -> No
     assert all(n.pool is None for n in job.graph.node_defs if n.name != "gpu_measurement")
 
 
-def test_measurement_jobs_run_steps_in_process_and_other_jobs_in_forked_processes(defs: dg.Definitions) -> None:
-    # measurement runs: the two steps in the run worker (the GPU work is its own Pipes process); the pool
-    # "gpu" is claimed by that executor too
+def test_every_job_runs_its_steps_in_the_run_process(defs: dg.Definitions) -> None:
+    # the GPU work is its own Pipes process; the pool "gpu" is claimed by the in-process executor too
     for name in ("measure_experiments", "nightly_benchmark_job", "refresh_efficiency_report"):
         assert defs.resolve_job_def(name).executor_def.name == "in_process"
-    # ad-hoc UI materialisations (the implicit asset job): the multiprocess executor with the GPU tag limit,
-    # step processes forked from a forkserver that imported the code location once
-    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "llem_multiprocess"
-    config = executor_config()
-    assert {"key": "llem/resource", "value": "gpu", "limit": 1} in config["tag_concurrency_limits"]
-    assert config["max_concurrent"] >= 2
-    preload = config["start_method"]["forkserver"]["preload_modules"]
-    assert "llem_pipeline.defs.results.assets" in preload and "llem_pipeline.defs.measurements.assets" in preload
-    assert not any(m.split(".")[0] in {"torch", "transformers", "vllm"} for m in preload)
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+
+
+def test_results_resolve_to_the_duckdb_io_manager_and_gpu_outputs_to_the_run_folder(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    repo = defs.get_repository_def()
+    for name in ("experiment_results", "power_timeseries", "request_latencies"):
+        key = graph.get(dg.AssetKey(name)).io_manager_key
+        assert isinstance(repo.get_top_level_resources()[key], LlemDuckDBIOManager), name
+    for name in ("environment_snapshot", "baseline_power", "raw_process_results"):
+        key = graph.get(dg.AssetKey(name)).io_manager_key
+        assert isinstance(repo.get_top_level_resources()[key], RunFolderIOManager), name
+    # DuckDB comes from dagster-duckdb's resource
+    manager = repo.get_top_level_resources()[graph.get(dg.AssetKey("experiment_results")).io_manager_key]
+    assert type(manager.duckdb).__module__.startswith("dagster_duckdb")
+
+
+def test_no_private_dagster_api_anywhere_in_the_package() -> None:
+    import re
+    from pathlib import Path
+
+    import llem_pipeline
+
+    root = Path(llem_pipeline.__file__).parent
+    private = re.compile(r"dagster\._")
+    offenders = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if private.search(line)]
+    assert offenders == []
 
 
 def test_store_results_is_one_cpu_step_for_the_three_result_assets(defs: dg.Definitions) -> None:
@@ -78,12 +97,12 @@ def test_store_results_is_one_cpu_step_for_the_three_result_assets(defs: dg.Defi
     assert parents == {"power_timeseries": {"raw_process_results"}, "request_latencies": {"raw_process_results"}}
 
 
-def test_asset_checks_cover_spec_3_11(defs: dg.Definitions) -> None:
+def test_asset_checks_cover_the_methodology_warnings(defs: dg.Definitions) -> None:
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {
+    assert {
         "schema_version", "energy_sane", "counter_trace_agreement", "window_long_enough",
-        "no_throttling", "real_device", "no_regression",
-    }
+        "no_throttling", "real_device", "no_regression", "repeatable",
+    } <= checks
 
 
 def test_jobs_schedule_and_sensors_run_by_default(defs: dg.Definitions) -> None:
@@ -93,5 +112,5 @@ def test_jobs_schedule_and_sensors_run_by_default(defs: dg.Definitions) -> None:
     assert schedule.cron_schedule == "0 1 * * *"
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    for name in ("study_registry", "refresh_after_measurement"):
+    for name in ("study_registry", "study_launches", "refresh_after_measurement"):
         assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING

@@ -66,16 +66,16 @@ def scan_studies(folder: Path | None = None) -> StudyScan:
     return StudyScan(plans=plans, errors=errors, fingerprint=digest.hexdigest()[:16])
 
 
-def config_cache_path(config_hash: str) -> Path:
-    """Return ``<data_dir>/configs/<hash>.json``: the registered copy of a config (survives study edits)."""
+def config_cache_path(config_hash: str, data: Path | None = None) -> Path:
+    """Return ``<data dir>/configs/<hash>.json``: the registered copy of a config (survives study edits)."""
     if len(config_hash) != 16 or any(c not in "0123456789abcdef" for c in config_hash):
         raise ValueError(f"config_hash={config_hash!r} must be 16 lowercase hex characters")
-    return data_dir() / "configs" / f"{config_hash}.json"
+    return (data or data_dir()) / "configs" / f"{config_hash}.json"
 
 
-def remember_config(config_hash: str, config: ExperimentConfig) -> Path:
+def remember_config(config_hash: str, config: ExperimentConfig, data: Path | None = None) -> Path:
     """Write the registered copy of ``config`` atomically; returns its path."""
-    path = config_cache_path(config_hash)
+    path = config_cache_path(config_hash, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True), encoding="utf-8")
@@ -83,7 +83,7 @@ def remember_config(config_hash: str, config: ExperimentConfig) -> Path:
     return path
 
 
-def resolve_config(config_hash: str, folder: Path | None = None) -> ExperimentConfig:
+def resolve_config(config_hash: str, folder: Path | None = None, data: Path | None = None) -> ExperimentConfig:
     """Return the ExperimentConfig of ``config_hash``: from the study files, else from its registered copy.
 
     Raises ConfigError naming the hash, the folder searched and the fix when neither has it.
@@ -92,7 +92,7 @@ def resolve_config(config_hash: str, folder: Path | None = None) -> ExperimentCo
     cfg = scan.configs.get(config_hash)
     if cfg is not None:
         return cfg
-    cached = config_cache_path(config_hash)
+    cached = config_cache_path(config_hash, data)
     if cached.is_file():
         return ExperimentConfig.model_validate_json(cached.read_text(encoding="utf-8"))
     known = ", ".join(sorted(scan.configs)) or "none"

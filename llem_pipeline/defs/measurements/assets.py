@@ -1,10 +1,12 @@
 """The GPU step: one op materialising environment_snapshot, baseline_power and raw_process_results.
 
-It holds one pool "gpu" slot (Dagster counts GPU steps across runs) and a GpuAllocator lease (which
-GPU), runs the worker through Dagster Pipes with a hard timeout, and reads the run folder. It never
-opens DuckDB: the CPU step downstream loads the run folder into the database (run_lookup.py).
+It holds one slot of pool "gpu" (Dagster counts GPU steps across runs) and a GpuAllocator lease (which
+GPU, and the study's cooldown gap since that GPU's previous measurement), runs the worker command through
+Dagster Pipes under a hard timeout, and returns the run folder the worker wrote; RunFolderIOManager keeps
+the outputs there. It never opens DuckDB: the CPU step downstream stores the results.
 """
 
+from __future__ import annotations
 
 import json
 import tempfile
@@ -13,22 +15,30 @@ from pathlib import Path
 import dagster as dg
 
 from llem_pipeline.defs.constants import (
+    GAP_TAG,
     GPU_OP_TAG,
     GPU_POOL,
     GPU_STEP_KEY,
     HARNESS_CODE_VERSION,
     MEASUREMENT_GROUP,
     OWNERS,
+    RUN_FOLDER_IO_MANAGER,
 )
-from llem_pipeline.defs.experiments.partitions import measurement_partitions, split_measurement_key
+from llem_pipeline.defs.experiments.partitions import (
+    KEY_FORMAT,
+    MeasurementKey,
+    measurement_partitions,
+    split_partition_key,
+)
 from llem_pipeline.defs.experiments.registry import resolve_config
-from llem_pipeline.defs.measurements.devices import DeviceSpecError
+from llem_pipeline.defs.measurements.devices import DeviceSpecError, target_name
 from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocationError, GpuAllocator
-from llem_pipeline.defs.measurements.run_folder import RunFolder
-from llem_pipeline.defs.measurements.run_lookup import BASELINE, ENVIRONMENT, RAW
+from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.measurements.worker import MeasurementWorker, worker_error
+from llem_pipeline.defs.settings import LlemPaths
 from llem_pipeline.domain.errors import ConfigError
-from llem_pipeline.paths import data_dir
+from llem_pipeline.domain.identity import hardware_id
+from llem_pipeline.measure.run_folder import RunFolder, RunFolderError, run_folder_path
 
 
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
@@ -38,6 +48,7 @@ def _out(description: str, kinds: set[str]) -> dg.AssetOut:
         owners=OWNERS,
         kinds=kinds,
         code_version=HARNESS_CODE_VERSION,
+        io_manager_key=RUN_FOLDER_IO_MANAGER,
         is_required=True,
     )
 
@@ -46,14 +57,40 @@ def _fail(description: str, **metadata: str) -> dg.Failure:
     return dg.Failure(description=description, metadata=metadata, allow_retries=False)
 
 
+def require_partition(context: dg.AssetExecutionContext) -> tuple[str, MeasurementKey]:
+    """Return (run_date, MeasurementKey) of the run's partition; raises dg.Failure saying how to pick one when
+    the run has none or it is not a measurement partition."""
+    if not context.has_partition_key:
+        raise _fail(
+            "this run has no partition: a measurement run measures one (date × measurement) partition, key "
+            f"{KEY_FORMAT!r}, e.g. '2026-12-06|demo~batch_size=8~sim~2de5716c3fd98f72'. Pick one in the "
+            "Launchpad's partition selector (or the asset's Partitions tab), or run `llem run STUDY`."
+        )
+    try:
+        return split_partition_key(context.partition_key)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+
+
+def _gap_s(context: dg.AssetExecutionContext) -> float:
+    """Return the study's cooldown gap for this run, s (run tag llem/gap_s; 0 when absent)."""
+    raw = context.run.tags.get(GAP_TAG)
+    try:
+        return max(0.0, float(raw)) if raw is not None else 0.0
+    except ValueError:
+        raise _fail(f"run tag {GAP_TAG}={raw!r} is not a number of seconds") from None
+
+
 @dg.multi_asset(
     name=GPU_STEP_KEY,
     outs={
-        ENVIRONMENT: _out("Software and hardware of the measurement (environment.json of the run folder).", {"nvidia", "json"}),
-        BASELINE: _out("Idle power of the same GPUs before the model loaded, W (baseline.json; None when disabled).", {"nvidia", "json"}),
+        ENVIRONMENT: _out("Software and hardware of the measurement (environment.json of the run folder).",
+                          {"nvidia", "json"}),
+        BASELINE: _out("Idle power of the same GPUs before the model loaded, W (baseline.json; None when disabled).",
+                       {"nvidia", "json"}),
         RAW: _out(
-            "The worker's run folder: one RawProcessResult per engine process plus the power timeseries and "
-            "per-request Parquet sidecars.",
+            "The worker's run folder: one RawProcessResult per engine process, the aggregated result, the power "
+            "timeseries and the per-request Parquet sidecars (docs/run-folder.md).",
             {"nvidia", "parquet"},
         ),
     },
@@ -67,64 +104,76 @@ def gpu_measurement(
     gpu_allocator: GpuAllocator,
     measurement_worker: MeasurementWorker,
     pipes_subprocess_client: dg.PipesSubprocessClient,
+    llem_paths: LlemPaths,
 ):
-    """Run the worker for the partition's config; yields one MaterializeResult per asset, with metadata read
-    from the run folder the worker wrote (the folder is the value: no I/O manager stores it again)."""
-    run_date, config_hash = split_measurement_key(context.partition_key)
+    """Run the worker for the partition's config; yields one Output per asset, read from the run folder."""
+    run_date, key = require_partition(context)
     try:
-        config = resolve_config(config_hash)
-    except ConfigError as err:
-        raise _fail(str(err), config_hash=config_hash) from None
-    folder = RunFolder(run_date=run_date, config_hash=config_hash, run_id=context.run.run_id)
-    scratch = data_dir() / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=f"{config_hash}-") as tmp:
+        config = resolve_config(key.config_hash, llem_paths.studies(), llem_paths.data())
+        serves = target_name(gpu_allocator.devices)
+    except (ConfigError, DeviceSpecError) as err:
+        raise _fail(str(err), config_hash=key.config_hash) from None
+    if key.target != serves:
+        raise _fail(
+            f"partition {key.key} is for hardware target {key.target!r}, but this code location's devices "
+            f"(LLEM_DEVICES={gpu_allocator.devices!r}) serve target {serves!r}: measure it where that target runs"
+        )
+    run_id = context.run.run_id
+    out_dir = run_folder_path(llem_paths.runs(), run_date, key.config_hash, run_id)
+    with tempfile.TemporaryDirectory(dir=llem_paths.scratch(), prefix=f"{key.config_hash}-") as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config.model_dump(mode="json")), encoding="utf-8")
         stderr_log = Path(tmp) / "worker.stderr"
         try:
-            lease_cm = gpu_allocator.acquire(config.num_processes * config.devices_per_process, holder=context.run.run_id)
-            with lease_cm as lease:
-                context.log.info(f"GPU lease: devices={lease.worker_devices!r} for {config_hash} ({run_date})")
+            with gpu_allocator.acquire(config.num_processes * config.devices_per_process, holder=run_id,
+                                       gap_s=_gap_s(context), lock_dir=llem_paths.locks()) as lease:
+                gap = f" after a {lease.gap_wait_s:.1f} s cooldown" if lease.gap_wait_s else ""
+                context.log.info(f"GPU lease: devices={lease.worker_devices!r} for {key.label} ({run_date}){gap}")
                 command = measurement_worker.command(
-                    config_path=config_path, devices=lease.worker_devices, out_dir=folder.path,
-                    run_id=context.run.run_id, experiment_id=f"{config_hash}-{run_date}", stderr_log=stderr_log,
+                    config_path=config_path, devices=lease.worker_devices, out_dir=out_dir, run_id=run_id,
+                    experiment_id=f"{key.config_hash}-{run_date}-{run_id[:8]}", stderr_log=stderr_log,
+                    baseline_cache=llem_paths.baseline_cache(),
                 )
                 try:
                     invocation = pipes_subprocess_client.run(
                         command=command,
                         context=context,
                         env={"CUDA_VISIBLE_DEVICES": lease.cuda_visible_devices},
-                        extras={"run_date": run_date, "config_hash": config_hash, "devices": lease.worker_devices},
+                        extras={"run_date": run_date, "config_hash": key.config_hash, "devices": lease.worker_devices},
                     )
-                except dg.DagsterPipesExecutionError as err:
-                    reason = worker_error(stderr_log) or str(err)
+                except Exception as err:  # the Pipes client's error only says "failed with code N"
+                    reason = worker_error(stderr_log) or f"{type(err).__name__}: {err}"
                     raise _fail(f"the measurement worker failed: {reason}", command=" ".join(command)) from None
                 finally:
                     # logged while the lease is still held: the next holder's "GPU lease:" line comes after it
-                    context.log.info(f"GPU lease ends: devices={lease.worker_devices!r} for {config_hash} ({run_date})")
+                    context.log.info(f"GPU lease ends: devices={lease.worker_devices!r} for {key.label} ({run_date})")
         except (DeviceSpecError, GpuAllocationError) as err:
             raise _fail(str(err)) from None
+    try:
+        folder = RunFolder.open(llem_paths.runs(), run_date, key.config_hash, run_id)
+    except RunFolderError as err:
+        raise _fail(f"the worker exited 0 but its run folder is not valid: {err}") from None
     reported = {}
     for result in invocation.get_results():
         if isinstance(result, dg.MaterializeResult) and result.metadata:
             reported.update(result.metadata)
-    env = folder.environment()
-    baseline = folder.baseline()
-    processes = folder.process_results()
-    common = {"run_dir": dg.MetadataValue.path(str(folder.path)), "device_kind": env.device_kind or "unknown"}
-    yield dg.MaterializeResult(asset_key=ENVIRONMENT, metadata={
+    env = folder.environment
+    hardware = hardware_id(env.device_kind, env.gpu_names)
+    common = {"label": key.label, "hardware_id": hardware, "device_kind": env.device_kind or "unknown"}
+    yield dg.Output(env, ENVIRONMENT, metadata={
         **common,
         "gpu_names": ", ".join(env.gpu_names) or "none",
         "python": env.python_version,
         "torch": env.torch_version or "n/a",
     })
-    yield dg.MaterializeResult(asset_key=BASELINE, metadata={
+    baseline = folder.baseline
+    yield dg.Output(baseline, BASELINE, metadata={
         **common,
         **({"baseline_total_power_w": float(baseline["total_power_w"])} if baseline else {}),
         "provenance": (baseline or {}).get("provenance", "disabled"),
     })
-    yield dg.MaterializeResult(asset_key=RAW, metadata={
+    processes = folder.processes
+    yield dg.Output(folder, RAW, metadata={
         **common,
         **{k: v for k, v in reported.items() if k not in common},
         "num_processes": len(processes),

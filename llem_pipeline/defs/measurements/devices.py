@@ -76,3 +76,12 @@ def parse_devices(spec: str | None, nvml: ModuleType | None = None) -> list[Devi
     if len(set(tokens)) != len(tokens):
         raise DeviceSpecError(f"LLEM_DEVICES={value!r} lists a device twice; list each GPU once")
     return [DeviceSlot(token=t) for t in tokens]
+
+
+def target_name(spec: str | None) -> str:
+    """Return the hardware target this host's devices serve: 'sim' for the simulated GPU, 'gpu' otherwise.
+
+    The target is part of every measurement partition key, so simulated and real measurements of a config
+    are different partitions (and different rows in DuckDB: see domain.identity.hardware_id).
+    """
+    return "sim" if (spec or "").strip() == SIMULATED else "gpu"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +25,10 @@ from llem_pipeline.paths import data_dir
 
 @dataclass(frozen=True)
 class GpuLease:
-    """Devices held for one measurement."""
+    """Devices held for one measurement, and how long the lease waited for the cooldown gap (s)."""
 
     slots: tuple[DeviceSlot, ...]
+    gap_wait_s: float = 0.0
 
     @property
     def worker_devices(self) -> str:
@@ -40,6 +41,17 @@ class GpuLease:
     def cuda_visible_devices(self) -> str:
         """Return CUDA_VISIBLE_DEVICES for the worker ('' hides every GPU for a simulated measurement)."""
         return "" if any(s.simulated for s in self.slots) else self.worker_devices
+
+
+def _cooldown(locks: list[Path], gap_s: float, sleep: Callable[[float], None]) -> float:
+    """Sleep until ``gap_s`` s have passed since the last release of any of ``locks``; return the wait, s."""
+    if gap_s <= 0:
+        return 0.0
+    released = [t for t in (_released_at(lock) for lock in locks) if t is not None]
+    wait = max(0.0, max(released) + gap_s - time.monotonic()) if released else 0.0
+    if wait > 0:
+        sleep(wait)
+    return wait
 
 
 class GpuAllocationError(RuntimeError):
@@ -61,6 +73,27 @@ def _try_lock(path: Path, holder: str) -> IO[str] | None:
     return handle
 
 
+def _released_path(lock: Path) -> Path:
+    """Return the file beside ``lock`` holding when its device was last released (monotonic s)."""
+    return lock.with_suffix(".released")
+
+
+def _mark_released(lock: Path) -> None:
+    """Record now (``time.monotonic()``, s: the same clock in every process of the host) as the release time."""
+    try:
+        _released_path(lock).write_text(f"{time.monotonic():.6f}\n", encoding="utf-8")
+    except OSError:
+        pass  # a missing mark only skips the next lease's cooldown
+
+
+def _released_at(lock: Path) -> float | None:
+    """Return the last release time of the device of ``lock`` (monotonic s), or None when unknown."""
+    try:
+        return float(_released_path(lock).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
 class GpuAllocator(dg.ConfigurableResource):
     """Hands out GPUs to measurement steps under a per-GPU file lock.
 
@@ -71,7 +104,7 @@ class GpuAllocator(dg.ConfigurableResource):
     devices: str = Field(description="'auto' | 'simulated' | comma list of GPU indices or UUIDs (LLEM_DEVICES)")
     lock_dir: str = Field(default="", description="Folder of the lock files; '' = <data_dir>/locks")
     wait_timeout_s: float = Field(default=6 * 3600.0, gt=0, description="Longest wait for free GPUs, s")
-    poll_interval_s: float = Field(default=0.5, gt=0, description="Pause between lock attempts, s")
+    poll_interval_s: float = Field(default=0.05, gt=0, description="Pause between lock attempts, s")
 
     def slots(self) -> list[DeviceSlot]:
         """Return the configured device slots; raises DeviceSpecError for a bad or unusable LLEM_DEVICES."""
@@ -84,12 +117,17 @@ class GpuAllocator(dg.ConfigurableResource):
         return folder
 
     @contextmanager
-    def acquire(self, count: int = 1, holder: str = "") -> Iterator[GpuLease]:
+    def acquire(self, count: int = 1, holder: str = "", gap_s: float = 0.0, lock_dir: Path | None = None,
+                sleep: Callable[[float], None] = time.sleep) -> Iterator[GpuLease]:
         """Yield a GpuLease of ``count`` devices, each locked until the block exits.
 
-        A simulated device is shared by design of the simulation but still locked, so two simulated
-        measurements never overlap either. Raises GpuAllocationError when ``count`` exceeds the devices
-        or no devices came free within ``wait_timeout_s`` seconds.
+        ``gap_s``: the cooldown a study asks for between experiments, s: with the devices locked, the lease
+        waits until ``gap_s`` s have passed since any of them was last released (by any process), so
+        consecutive measurements on a GPU are at least that far apart whoever launched them. A simulated
+        device is shared by design of the simulation but still locked, so two simulated measurements never
+        overlap either. Raises GpuAllocationError when ``count`` exceeds the devices or no devices came free
+        within ``wait_timeout_s`` seconds. ``lock_dir`` overrides the lock folder (the code location passes
+        LlemPaths.locks()).
         """
         slots = self.slots()
         simulated = any(s.simulated for s in slots)
@@ -99,7 +137,8 @@ class GpuAllocator(dg.ConfigurableResource):
                 f"the experiment needs {count} GPUs but LLEM_DEVICES={self.devices!r} offers {len(slots)}: "
                 "list more devices or lower tensor_parallel_size / num_processes"
             )
-        folder = self.lock_folder()
+        folder = Path(lock_dir) if lock_dir is not None else self.lock_folder()
+        folder.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait_timeout_s
         while True:
             with ExitStack() as stack:
@@ -109,11 +148,13 @@ class GpuAllocator(dg.ConfigurableResource):
                     if handle is None:
                         continue
                     stack.callback(handle.close)  # closing the file releases the flock
+                    stack.callback(_mark_released, folder / slot.lock_name)  # runs before the close
                     taken.append(slot)
                     if len(taken) == need:
                         break
                 if len(taken) == need:
-                    yield GpuLease(slots=tuple(taken))
+                    waited = _cooldown([folder / s.lock_name for s in taken], gap_s, sleep)
+                    yield GpuLease(slots=tuple(taken), gap_wait_s=waited)
                     return
             if time.monotonic() > deadline:
                 raise GpuAllocationError(

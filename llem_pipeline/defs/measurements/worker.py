@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from llem_pipeline.paths import data_dir
 
 ERROR_PREFIX = "llem-measure: error:"
 # guard.py imports only the stdlib, so any Python 3 (also another venv's ``python``) can run it by path
@@ -23,25 +22,27 @@ class MeasurementWorker(dg.ConfigurableResource):
     """Settings of the measurement subprocess."""
 
     python: str = Field(default="", description="Interpreter running the worker; '' = the one running Dagster")
-    timeout_s: float = Field(default=3600.0, gt=0, description="Worker --timeout: engine processes are killed after it, s")
+    timeout_s: int = Field(default=3600, gt=0, description="Worker --timeout: engine processes are killed after it, s")
     hard_timeout_margin_s: float = Field(
         default=120.0, ge=0, description="The guard kills the whole process group this long after timeout_s, s"
     )
     kill_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM → SIGKILL grace of the guard, s")
     use_baseline_cache: bool = Field(default=True, description="Reuse idle power per GPU UUID within its TTL")
+    sampler: str = Field(
+        default="auto", pattern="^(auto|process|thread)$",
+        description="Where the power sampler runs: 'process' (its own process), 'thread', or 'auto' (LLEM_SAMPLER)",
+    )
 
     def interpreter(self) -> str:
         """Return the Python executable that runs the worker."""
         return self.python or sys.executable
 
-    def baseline_cache(self) -> Path | None:
-        """Return the baseline cache file (``<data_dir>/baseline_cache.json``) or None when disabled."""
-        return data_dir() / "baseline_cache.json" if self.use_baseline_cache else None
-
     def command(
-        self, *, config_path: Path, devices: str, out_dir: Path, run_id: str, experiment_id: str, stderr_log: Path
+        self, *, config_path: Path, devices: str, out_dir: Path, run_id: str, experiment_id: str, stderr_log: Path,
+        baseline_cache: Path | None = None,
     ) -> list[str]:
-        """Return the guarded worker command line (argv list)."""
+        """Return the guarded worker command line (argv list); ``baseline_cache`` is the idle-power cache file
+        (used unless ``use_baseline_cache`` is off)."""
         worker = [
             self.interpreter(), "-m", "llem_pipeline.measure",
             "--config", str(config_path),
@@ -51,9 +52,10 @@ class MeasurementWorker(dg.ConfigurableResource):
             "--run-id", run_id,
             "--experiment-id", experiment_id,
         ]
-        cache = self.baseline_cache()
-        if cache is not None:
-            worker += ["--baseline-cache", str(cache)]
+        if self.use_baseline_cache and baseline_cache is not None:
+            worker += ["--baseline-cache", str(baseline_cache)]
+        if self.sampler != "auto":
+            worker += ["--sampler", self.sampler]
         return [
             # the guard by file path, isolated and without site: it only needs the stdlib and starts in ~20 ms
             self.interpreter(), "-I", "-S", GUARD_SCRIPT,

@@ -1,68 +1,76 @@
-"""The CPU step: load a GPU run folder into DuckDB in ONE transaction, and check the result.
+"""The CPU step: a measurement run's results into DuckDB (one transaction, through the DuckDB I/O manager).
 
-``store_results`` materialises three assets at once: experiment_results (experiment_results +
-process_results + environment_snapshots + baselines), power_timeseries (power_samples) and
-request_latencies (requests). One step and one transaction for the whole partition: a crash leaves
-the partition's old rows or its new ones in every table, never a result without its samples, and a
-measurement costs one CPU step (process start-up, DuckDB open, chart) instead of three. Rows are
-keyed by the measurement run's id, so re-materialising replaces them.
+``store_results`` loads the GPU step's outputs from the run folder (RunFolderIOManager) and returns three
+assets whose values LlemDuckDBIOManager writes: ``experiment_results`` (the run's RunRecord: result,
+processes, environment, baseline, power samples and requests, committed together), ``power_timeseries``
+and ``request_latencies`` (the same run's samples and requests, confirmed against that commit). Every run
+is kept: a new measurement adds rows, it never replaces another run's. Then the asset checks.
 """
 
+from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import date
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llem_pipeline.defs.charts import embed_png, power_trace_png, save_png
-from llem_pipeline.defs.constants import OWNERS, RESULTS_CODE_VERSION, RESULTS_GROUP
+from llem_pipeline.defs.constants import (
+    CYCLE_TAG,
+    DUCKDB_IO_MANAGER,
+    OWNERS,
+    RESULTS_CODE_VERSION,
+    RESULTS_GROUP,
+    STORE_STEP_KEY,
+    STUDY_TAG,
+)
 from llem_pipeline.defs.experiments.partitions import measurement_partitions
-from llem_pipeline.defs.measurements.run_folder import RunFolder
-from llem_pipeline.defs.measurements.run_lookup import BASELINE, ENVIRONMENT, RAW, run_folder_for
-from llem_pipeline.defs.results.derive import derive_result, previous_j_per_token
+from llem_pipeline.defs.measurements.assets import require_partition
+from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.results.latency import latency_metadata
-from llem_pipeline.defs.results.power import chart_path, power_metadata, trace_series
-from llem_pipeline.defs.results.quality import CHECK_DESCRIPTIONS, run_checks
+from llem_pipeline.defs.results.power import power_metadata, trace_series
+from llem_pipeline.defs.results.quality import CHECK_DESCRIPTIONS, CheckOutcome, check_repeatability, run_checks
 from llem_pipeline.defs.results.summary import headline_metadata, summary_markdown
-from llem_pipeline.defs.store_resource import LlemStore
+from llem_pipeline.defs.settings import LlemPaths, LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
-from llem_pipeline.domain.experiment import ExperimentResult
-from llem_pipeline.storage import ResultStore
-from llem_pipeline.storage import rows as R
+from llem_pipeline.domain.identity import compute_workload_hash, hardware_id
+from llem_pipeline.measure.run_folder import RunFolder
+from llem_pipeline.storage.io_manager import LATENCIES, POWER, RESULTS
+from llem_pipeline.storage.records import RunRecord
 
-RESULTS, POWER, LATENCIES = "experiment_results", "power_timeseries", "request_latencies"
-CHECK_SPECS = [dg.AssetCheckSpec(name=name, asset=RESULTS, description=text) for name, text in CHECK_DESCRIPTIONS.items()]
+CHECK_SPECS = [
+    dg.AssetCheckSpec(name=name, asset=RESULTS, description=text, partitions_def=measurement_partitions)
+    for name, text in CHECK_DESCRIPTIONS.items()
+]
 _SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 
 
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     return dg.AssetOut(
         description=description, group_name=RESULTS_GROUP, owners=OWNERS, code_version=RESULTS_CODE_VERSION,
-        kinds=kinds, is_required=True,
+        kinds=kinds, io_manager_key=DUCKDB_IO_MANAGER, is_required=True,
     )
 
 
 @dg.multi_asset(
-    name="store_results",
+    name=STORE_STEP_KEY,
+    ins={
+        RAW: dg.AssetIn(RAW),
+        ENVIRONMENT: dg.AssetIn(ENVIRONMENT),
+        BASELINE: dg.AssetIn(BASELINE),
+    },
     outs={
         RESULTS: _out(
-            "ExperimentResult v2.0 of the partition's measurement (J per output token, tok/s, latency, energy "
-            "breakdown), stored with its processes, environment and baseline in DuckDB tables experiment_results, "
-            "process_results, environment_snapshots and baselines.",
+            "ExperimentResult v2.0 of each measurement run (J per output token, tok/s, latency, energy with its ±), "
+            "stored with its processes, environment and baseline in DuckDB (experiment_results, process_results, "
+            "environment_snapshots, baselines). Every run is kept.",
             {"duckdb", "python"},
         ),
-        POWER: _out(
-            "Raw power samples of the measurement at native resolution (timeseries.parquet) → power_samples.",
-            {"duckdb", "parquet"},
-        ),
-        LATENCIES: _out(
-            "One row per measured request (requests.parquet: tokens, TTFT, TPOT, end-to-end) → requests.",
-            {"duckdb", "parquet"},
-        ),
+        POWER: _out("Every power sample of the run at native resolution → power_samples.", {"duckdb", "parquet"}),
+        LATENCIES: _out("One row per measured request (tokens, TTFT, TPOT, end-to-end) → requests.",
+                        {"duckdb", "parquet"}),
     },
-    deps=[RAW, ENVIRONMENT, BASELINE],
     internal_asset_deps={
         RESULTS: {dg.AssetKey(RAW), dg.AssetKey(ENVIRONMENT), dg.AssetKey(BASELINE)},
         POWER: {dg.AssetKey(RAW)},
@@ -71,87 +79,72 @@ def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     check_specs=CHECK_SPECS,
     partitions_def=measurement_partitions,
     description="CPU step: the run folder's result, power samples and requests into DuckDB in one transaction; "
-    "the SPEC §3.11 checks.",
+    "then the quality checks.",
 )
-def store_results(context: dg.AssetExecutionContext, llem_store: LlemStore):
-    """Store the run folder of this run's measurement (else the partition's latest one); yields what
-    ``store_partition`` yields."""
-    folder = run_folder_for(context.instance, context.partition_key, context.run.run_id)
-    yield from store_partition(context, llem_store, folder)
-
-
-def store_partition(context: dg.AssetExecutionContext, llem_store: LlemStore, folder: RunFolder):
-    """Write every table of the partition from ``folder`` in one transaction; yields one MaterializeResult
-    per asset (headline metadata on experiment_results; row counts, W and ms figures on the others) and the
-    seven AssetCheckResults of experiment_results."""
-    environment_snapshot = folder.environment()
-    baseline_power = folder.baseline()
-    result, agrees = derive_result(folder)
-    if not agrees:
-        context.log.warning("re-aggregated result differs from the worker's result.json (aggregation code changed?)")
+def store_results(
+    context: dg.AssetExecutionContext,
+    raw_process_results: RunFolder,
+    environment_snapshot: EnvironmentSnapshot,
+    baseline_power: dict | None,
+    llem_store: LlemStore,
+    llem_paths: LlemPaths,
+):
+    """Yield the run's RunRecord and its two tables (stored by the DuckDB I/O manager), then the check results."""
+    _, key = require_partition(context)
+    folder = raw_process_results
+    result = folder.result
+    measured_tags = _measuring_run_tags(context, folder.run_id)
+    hardware = hardware_id(environment_snapshot.device_kind, environment_snapshot.gpu_names)
+    cycle = measured_tags.get(CYCLE_TAG)
+    record = RunRecord(
+        run_date=date.fromisoformat(folder.run_date), config_hash=folder.config_hash, run_id=folder.run_id,
+        hardware_id=hardware, workload_hash=compute_workload_hash(folder.config),
+        study=measured_tags.get(STUDY_TAG) or key.study, cycle=int(cycle) if cycle is not None else None,
+        measurement_key=key.key, label=key.label, result=result, processes=folder.processes,
+        environment=environment_snapshot, baseline=baseline_power,
+        power_samples=folder.power_samples, requests=folder.requests,
+    )
     store = llem_store.store()
-    prev, prev_label = previous_j_per_token(store, folder.config_hash, folder.run_id, result.start_time)
-    outcomes = run_checks(result, prev, prev_label)
-    day, run_id = folder.run_date, folder.run_id
-    samples = pq.read_table(folder.timeseries_path)
-    requests = pq.read_table(folder.requests_path)
-    # the chart is drawn while DuckDB writes (its execution and fsync release the GIL), saved once the write
-    # landed; a drawing error still fails the step
+    previous = store.previous_result(folder.config_hash, hardware, result.start_time, folder.run_id) \
+        if store.path.is_file() else None
+    outcomes = run_checks(result, previous)
+    # the chart is drawn while DuckDB writes (the write releases the GIL); a drawing error still fails the step
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llem-chart") as drawing:
-        chart = drawing.submit(_power_trace_png, samples, folder)
-        counts = _write_partition(store, folder, result, environment_snapshot, baseline_power, samples, requests)
+        chart = drawing.submit(_power_trace_png, folder.power_samples, key.label, folder.run_date)
+        common = {"run_id": folder.run_id, "label": key.label, "hardware_id": hardware}
+        yield dg.Output(record, RESULTS, metadata={
+            **headline_metadata(result), **common, "workload_hash": record.workload_hash,
+            "summary": dg.MetadataValue.md(summary_markdown(result, outcomes, folder.run_date, key.label)),
+        })
         png = chart.result()
-    path = save_png(png, chart_path(folder, "power_trace"))
+    path = save_png(png, llem_paths.charts() / folder.run_date / folder.config_hash / folder.run_id / "power_trace.png")
+    outcomes.append(check_repeatability(store.config_stats(folder.config_hash, hardware, folder.run_date)))
     image = embed_png(png, "power trace")
-    common = {"run_id": run_id, "run_dir": dg.MetadataValue.path(str(folder.path))}
-    yield dg.MaterializeResult(
-        asset_key=RESULTS,
-        metadata={
-            **headline_metadata(result),
-            "summary": dg.MetadataValue.md(summary_markdown(result, outcomes, day, image)),
-            **common,
-            "matches_worker_result": agrees,
-            "dagster/row_count": counts["experiment_results"],
-            "rows_written": dg.MetadataValue.json(counts),
-        },
-    )
     for o in outcomes:
-        yield dg.AssetCheckResult(
-            asset_key=RESULTS, check_name=o.name, passed=o.passed, severity=_SEVERITY[o.severity],
-            description=o.description, metadata=o.metadata,
-        )
-    yield dg.MaterializeResult(
-        asset_key=POWER,
-        metadata={
-            **power_metadata(samples),
-            **common,
-            "dagster/row_count": counts["power_samples"],
-            "power_trace": dg.MetadataValue.md(image),
-            "power_trace_png": dg.MetadataValue.path(str(path)),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key=LATENCIES,
-        metadata={**latency_metadata(requests), **common, "dagster/row_count": counts["requests"]},
-    )
-
-
-def _power_trace_png(samples: pa.Table, folder: RunFolder) -> bytes:
-    """Return the PNG bytes of the partition's power trace (W over s from inference start)."""
-    t, p, series, window = trace_series(samples)
-    return power_trace_png(t, p, series, window, f"power · {folder.config_hash} · {folder.run_date}")
-
-
-def _write_partition(store: ResultStore, folder: RunFolder, result: ExperimentResult, environment: EnvironmentSnapshot,
-                     baseline: dict[str, Any] | None, samples: pa.Table, requests: pa.Table) -> dict[str, int]:
-    """Write the partition's six tables in one transaction; returns the rows written per table."""
-    day, h, run_id = folder.run_date, folder.config_hash, folder.run_id
-    return store.write_tables(day, h, run_id, {
-        # the study comes from experiment_configs inside the write (when exactly one study registered the config)
-        "experiment_results": R.rows_to_table([R.experiment_result_row(result, day, run_id, None)]),
-        "process_results": R.rows_to_table(R.process_result_rows(folder.process_results(), day, h, run_id)),
-        "environment_snapshots": R.rows_to_table([R.environment_row(environment, day, h, run_id)]),
-        "baselines": R.rows_to_table(R.baseline_rows(baseline, day, h, run_id) if baseline else []),
-        "power_samples": samples,
-        "requests": requests,
+        yield _check_result(o)
+    yield dg.Output(folder.power_samples, POWER, metadata={
+        **power_metadata(folder.power_samples), **common, "measurement_run_id": folder.run_id,
+        "power_trace": dg.MetadataValue.md(image), "power_trace_png": dg.MetadataValue.path(str(path)),
     })
+    yield dg.Output(folder.requests, LATENCIES, metadata={
+        **latency_metadata(folder.requests), **common, "measurement_run_id": folder.run_id,
+    })
+
+
+def _measuring_run_tags(context: dg.AssetExecutionContext, run_id: str) -> dict[str, str]:
+    """Return the tags of the run that measured (this run, or the one whose run folder is stored again)."""
+    if run_id == context.run.run_id:
+        return dict(context.run.tags)
+    run = context.instance.get_run_by_id(run_id)
+    return dict(run.tags) if run is not None else {}
+
+
+def _check_result(o: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(asset_key=RESULTS, check_name=o.name, passed=o.passed, severity=_SEVERITY[o.severity],
+                               description=o.description, metadata=o.metadata)
+
+
+def _power_trace_png(samples: pa.Table, label: str, run_date: str) -> bytes:
+    """Return the PNG bytes of the run's power trace (W over s from inference start)."""
+    t, p, series, window = trace_series(samples)
+    return power_trace_png(t, p, series, window, f"power · {label} · {run_date}")

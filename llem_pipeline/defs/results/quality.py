@@ -1,4 +1,4 @@
-"""Quality checks of one ExperimentResult (SPEC §3.11), as plain functions returning CheckOutcome.
+"""Quality checks of one ExperimentResult (docs/methodology.md, warnings), as plain functions returning CheckOutcome.
 
 ``experiment_results`` turns each outcome into a Dagster AssetCheckResult. Severities: ERROR when the
 number cannot be trusted (schema, energy, counter/trace, throttling); WARN when it is usable but the
@@ -16,6 +16,7 @@ from llem_pipeline.domain.warnings import warning_code
 AGREEMENT_LIMIT = 0.05  # |E_counter − ∫P dt| / E_counter
 MIN_WINDOW_S = 30.0  # about 300 updates of the NVML energy counter
 REGRESSION_LIMIT = 0.10  # J/token more than 10 % above the previous run of the same config
+REPEATABILITY_CV_LIMIT = 0.05  # coefficient of variation of J/token over a config's runs of one day
 
 
 @dataclass(frozen=True)
@@ -92,18 +93,42 @@ def check_real_device(result: ExperimentResult) -> CheckOutcome:
     return CheckOutcome("real_device", ok, "WARN", text, {"device_kind": kind})
 
 
-def check_regression(result: ExperimentResult, previous_j_per_token: float | None, previous_label: str) -> CheckOutcome:
-    """Pass unless J/token rose more than 10 % against the previous run of the same config."""
+def check_regression(result: ExperimentResult, previous: tuple[float, Any, str] | None) -> CheckOutcome:
+    """Pass unless J/token rose more than 10 % against the previous run of the same config on the same hardware.
+
+    ``previous``: (J/token, run_date, run_id) of that run, or None when there is none.
+    """
     now = result.avg_energy_per_token_j
-    if previous_j_per_token is None or previous_j_per_token <= 0:
-        return CheckOutcome("no_regression", True, "WARN", "no previous run of this config to compare with",
-                            {"j_per_token": now})
-    change = now / previous_j_per_token - 1.0
+    if previous is None or previous[0] <= 0:
+        return CheckOutcome("no_regression", True, "WARN",
+                            "no previous run of this config on this hardware to compare with", {"j_per_token": now})
+    before, day, run_id = previous
+    change = now / before - 1.0
     ok = change <= REGRESSION_LIMIT
     return CheckOutcome("no_regression", ok, "WARN",
-                        f"J/token {now:.6g} vs {previous_j_per_token:.6g} ({previous_label}): {change:+.1%} "
+                        f"J/token {now:.6g} vs {before:.6g} ({day} run {str(run_id)[:8]}): {change:+.1%} "
                         f"(limit +{REGRESSION_LIMIT:.0%})",
-                        {"j_per_token": now, "previous_j_per_token": previous_j_per_token, "change_pct": 100 * change})
+                        {"j_per_token": now, "previous_j_per_token": before, "change_pct": 100 * change})
+
+
+def check_repeatability(stats: dict[str, Any] | None) -> CheckOutcome:
+    """Pass while the J/token of this config's runs on this hardware that day vary by at most 5 % (CV).
+
+    ``stats``: the config_stats row of (config, hardware, run date) after this run was stored, or None.
+    """
+    n = int(stats.get("n_runs") or 0) if stats else 0
+    cv = stats.get("j_per_token_cv") if stats else None
+    if n < 2 or cv is None:
+        return CheckOutcome("repeatable", True, "WARN",
+                            f"{n} run(s) of this config on this hardware today: repeatability needs ≥ 2 (study cycles)",
+                            {"n_runs": n})
+    ok = cv <= REPEATABILITY_CV_LIMIT
+    meta = {"n_runs": n, "j_per_token_cv": cv}
+    for k in ("j_per_token_ci_low", "j_per_token_ci_high"):
+        if stats.get(k) is not None:
+            meta[k] = stats[k]
+    return CheckOutcome("repeatable", ok, "WARN",
+                        f"J/token varies by CV {cv:.1%} over {n} runs (limit {REPEATABILITY_CV_LIMIT:.0%})", meta)
 
 
 CHECK_DESCRIPTIONS: dict[str, str] = {
@@ -113,12 +138,14 @@ CHECK_DESCRIPTIONS: dict[str, str] = {
     "window_long_enough": "Measurement window ≥ 30 s (≈ 300 energy-counter updates).",
     "no_throttling": "No thermal, power-cap or HW slowdown clock event inside the window.",
     "real_device": "Energy read from a live NVIDIA GPU; simulated/replayed measurements are flagged.",
-    "no_regression": "J/token at most 10 % above the previous run of the same config (from DuckDB).",
+    "no_regression": "J/token at most 10 % above the previous run of the same config on the same hardware.",
+    "repeatable": "J/token of the config's runs on this hardware that day vary by at most 5 % (CV over cycles).",
 }
 
 
-def run_checks(result: ExperimentResult, previous_j_per_token: float | None, previous_label: str = "") -> list[CheckOutcome]:
-    """Return every check's outcome, in CHECK_DESCRIPTIONS order."""
+def run_checks(result: ExperimentResult, previous: tuple[float, Any, str] | None) -> list[CheckOutcome]:
+    """Return the outcome of every check that needs only the result and the previous run (all but
+    ``repeatable``, which reads the stored runs), in CHECK_DESCRIPTIONS order."""
     return [
         check_schema_version(result),
         check_energy_sane(result),
@@ -126,5 +153,5 @@ def run_checks(result: ExperimentResult, previous_j_per_token: float | None, pre
         check_window_length(result),
         check_no_throttling(result),
         check_real_device(result),
-        check_regression(result, previous_j_per_token, previous_label),
+        check_regression(result, previous),
     ]

@@ -51,10 +51,8 @@ def _fmt(value: float | None, spec: str = ".4g", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
-def summary_markdown(
-    result: ExperimentResult, outcomes: list[CheckOutcome], run_date: str, image_markdown: str = ""
-) -> str:
-    """Return the markdown summary: a SIMULATED banner when simulated, headline table, warnings, checks, image."""
+def summary_markdown(result: ExperimentResult, outcomes: list[CheckOutcome], run_date: str, label: str) -> str:
+    """Return the markdown summary: a SIMULATED banner when simulated, headline table, warnings, checks."""
     meta = headline_metadata(result)
     lines: list[str] = []
     if is_simulated(result):
@@ -65,7 +63,9 @@ def summary_markdown(
         ]
     cfg = result.effective_config
     lines += [
-        f"### {cfg.get('model', '?')} · {result.backend} · {run_date} · `{result.measurement_config_hash}`",
+        f"### {label} · {run_date}",
+        "",
+        f"{cfg.get('model', '?')} · {result.backend} · config `{result.measurement_config_hash}`",
         "",
         "| metric | value |",
         "|---|---|",
@@ -85,6 +85,4 @@ def summary_markdown(
     for o in outcomes:
         status = "pass" if o.passed else ("**WARN**" if o.severity == "WARN" else "**FAIL**")
         lines.append(f"| {o.name} | {status} | {o.description} |")
-    if image_markdown:
-        lines += ["", image_markdown]
     return "\n".join(lines)

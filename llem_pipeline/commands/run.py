@@ -1,0 +1,103 @@
+"""``llem run STUDY [--date YYYY-MM-DD] [--queue | --in-process]``: measure a study through Dagster.
+
+Registers the studies, plans the study's runs for the date (every config × cycle, in the study's order,
+with its gap) on this host's hardware target, and runs them through the Dagster instance of DAGSTER_HOME
+(default ``<checkout>/.dagster_home``): handed to the run queue when a daemon is running (``make ui``),
+else executed in this process one after another (``make demo``). Prints one line per run as it ends (config
+k of N, cycle, status, J/token, named warnings and failed checks, ETA), refreshes the efficiency report,
+and exits 0 when every run succeeded. LLEM_DEVICES must be set ('simulated' on a machine without GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+
+from llem_pipeline.paths import PROJECT_ROOT
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llem run", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", help="study name (the `name:` of a studies/*.yaml file), e.g. demo")
+    p.add_argument("--date", default=None, help="partition date, YYYY-MM-DD (default: today, UTC)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--queue", action="store_true", help="hand the runs to the daemon's run queue (fails without one)")
+    mode.add_argument("--in-process", action="store_true", help="execute here even when a daemon is running")
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="Dagster console log level of in-process runs (default WARNING: milestones only)")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"llem run: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main_run(argv: list[str] | None = None) -> int:
+    """Run ``llem run``; return the exit code (0 every run succeeded, 1 a run failed, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    run_date = args.date or datetime.now(UTC).date().isoformat()
+    try:
+        datetime.strptime(run_date, "%Y-%m-%d")
+    except ValueError:
+        return _fail(f"--date={run_date!r} is not a date: use YYYY-MM-DD")
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
+    devices = os.environ.get("LLEM_DEVICES", "").strip()
+    if not devices:
+        return _fail("LLEM_DEVICES is not set: use 'simulated' without GPUs, 'auto' or '0,1' with GPUs")
+
+    import dagster as dg
+
+    from llem_pipeline import paths
+    from llem_pipeline.commands.progress import RunPrinter
+    from llem_pipeline.defs.automation import launching as L
+    from llem_pipeline.defs.automation.study_runs import planned_runs
+    from llem_pipeline.defs.experiments.registry import scan_studies
+    from llem_pipeline.defs.measurements.devices import target_name
+    from llem_pipeline.storage import ResultStore
+
+    scan = scan_studies(paths.studies_dir())
+    for name, message in sorted(scan.errors.items()):
+        print(f"skipped study file {name}: {message}", file=sys.stderr)
+    plan = scan.plans.get(args.study)
+    if plan is None:
+        return _fail(f"study {args.study!r} is not a valid study under {paths.studies_dir()} "
+                     f"(valid: {', '.join(sorted(scan.plans)) or 'none'})")
+    for skipped in plan.skipped:
+        print(f"{plan.name}: skipped sweep point {skipped.overrides}: {skipped.reason}", file=sys.stderr)
+    target = target_name(devices)
+    runs = planned_runs(plan, run_date, target)
+    store = ResultStore(paths.duckdb_path())
+    with dg.DagsterInstance.get() as instance:
+        L.register_plan(instance, store, plan, target)
+        queued = args.queue or (not args.in_process and L.daemon_running(instance))
+        if args.queue and not L.daemon_running(instance):
+            return _fail("--queue needs a running Dagster daemon (`make ui` or `dagster-daemon run`) on "
+                         f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; drop --queue to run here")
+        launch = L.new_launch_id(plan.name)
+        cycles = max((r.cycle for r in runs), default=0) + 1
+        where = "the daemon's run queue" if queued else "this process (no daemon running)"
+        print(f"{plan.name}: {len(plan.config_hashes)} config(s) × {cycles} cycle(s) = {len(runs)} run(s) for "
+              f"{run_date} on target {target!r}{' (SIMULATED GPU)' if target == 'sim' else ''}, through {where}; "
+              f"launch {launch}", flush=True)
+        printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance)
+        if queued:
+            L.submit_to_queue(paths.data_dir(), runs, launch)
+            outcomes = L.follow_queue(instance, runs, launch, on_change=printer.on_change)
+            L.launch_file(paths.data_dir(), launch).unlink(missing_ok=True)
+        else:
+            outcomes = []
+            for outcome in L.execute_in_process(instance, runs, launch, log_level=args.log_level,
+                                                on_start=printer.on_start):
+                printer.on_done(outcome.run, outcome.run_id, outcome.status)
+                outcomes.append(outcome)
+        report_ok = True
+        if not queued:  # with a daemon, refresh_after_measurement redraws the report after each run
+            t0 = time.monotonic()
+            report_ok = L.refresh_report(instance, args.log_level)
+            print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'} ({time.monotonic() - t0:.1f} s)")
+        printer.summary(outcomes)
+    return 0 if report_ok and all(o.success for o in outcomes) else 1

@@ -1,0 +1,67 @@
+"""LlemPaths and LlemStore: where the code location keeps its files, as Dagster resources.
+
+Configured in defs/resources.py from environment variables (``dg.EnvVar``); an empty value means the
+default of llem_pipeline.paths (``<checkout>/data`` from a source checkout, ``studies/`` beside it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from llem_pipeline import paths
+from llem_pipeline.storage import ResultStore
+
+
+class LlemPaths(dg.ConfigurableResource):
+    """The data dir (run folders, registered configs, GPU locks, charts) and the studies folder."""
+
+    data_dir: str = Field(default="", description="Data dir; '' = <checkout>/data (LLEM_DATA_DIR)")
+    studies_dir: str = Field(default="", description="Folder of studies/*.yaml; '' = <checkout>/studies (LLEM_STUDIES_DIR)")
+
+    def data(self) -> Path:
+        """Return the data dir (created if missing)."""
+        return paths.data_dir(self.data_dir or None)
+
+    def studies(self) -> Path:
+        """Return the studies folder."""
+        return paths.studies_dir(self.studies_dir or None)
+
+    def runs(self) -> Path:
+        """Return the root of the run folders, ``<data>/runs``."""
+        return self.data() / "runs"
+
+    def locks(self) -> Path:
+        """Return the folder of the per-GPU lock files, ``<data>/locks`` (created if missing)."""
+        folder = self.data() / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def scratch(self) -> Path:
+        """Return the folder for a step's temporary files, ``<data>/tmp`` (created if missing)."""
+        folder = self.data() / "tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def charts(self) -> Path:
+        """Return the folder of the PNG charts, ``<data>/charts``."""
+        return self.data() / "charts"
+
+    def baseline_cache(self) -> Path:
+        """Return the idle-power cache shared by the measurements, ``<data>/baseline_cache.json``."""
+        return self.data() / "baseline_cache.json"
+
+
+class LlemStore(dg.ConfigurableResource):
+    """The DuckDB result store for what is not an asset output (study registration); same file as the I/O manager."""
+
+    duckdb: DuckDBResource = Field(description="dagster-duckdb resource naming the DuckDB file")
+    lock_timeout_s: int = Field(default=120, ge=0, description="Longest wait for the file's writer lock, s")
+
+    def store(self) -> ResultStore:
+        """Return a ResultStore on the configured file."""
+        return ResultStore(self.duckdb.database or None, lock_timeout_s=self.lock_timeout_s,
+                           connection_config=self.duckdb.connection_config)
