@@ -1,23 +1,24 @@
-"""LlemDuckDBIOManager: Dagster outputs <-> llem tables, one transaction per partition, jittered lock retries.
+"""LlemDuckDBIOManager: Dagster outputs <-> llem tables, one transaction per run, jittered lock retries.
 
 Built on dagster-duckdb's ``DuckDBResource``: the I/O manager takes one (``duckdb=DuckDBResource(
 database=...)``) and uses its ``database`` and ``connection_config``. It does not call
 ``DuckDBResource.get_connection()`` because that retries with fixed, un-jittered delays, always opens
 read-write (so every ``load_input`` would block writers) and runs no transaction (dagster-duckdb's own
 I/O manager deletes and inserts in autocommit, so a crash between the two loses the slice). Instead
-writes go through ``ResultStore.write_tables`` (BEGIN; DELETE partition; INSERT; COMMIT, retried with
+writes go through ``ResultStore.write_run`` (one transaction for every table of the run, retried with
 jitter) and reads through a read-only connection.
 
-Table: the asset key's last element, mapped through ``ASSET_TABLES`` (e.g. ``raw_process_results`` ->
-``process_results``), or ``metadata={"llem_table": ...}`` on the asset; either must name a table of
-the allow-list. Partition: the MultiPartitionKey dimensions ``date`` (run_date) and ``config``
-(config_hash); run_id: the Dagster run id.
+An output is a RunRecord (records.py): everything one measurement run stores. Its table: the asset
+key's last element, mapped through ``ASSET_TABLES`` (e.g. ``power_timeseries`` -> ``power_samples``),
+or ``metadata={"llem_table": ...}`` on the asset; the table decides what ``load_input`` returns. The
+partition (MultiPartitionKey dimensions ``date`` and ``config``) must match the record's run_date and
+config_hash. Loading returns the latest stored run of the partition (by end time).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -26,11 +27,12 @@ import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from llem_pipeline.domain import EnvironmentSnapshot, ExperimentResult, RawProcessResult
+from llem_pipeline.domain import EnvironmentSnapshot, RawProcessResult
 from llem_pipeline.storage import rows as R
 from llem_pipeline.storage.errors import StorageError
 from llem_pipeline.storage.locking import DEFAULT_LOCK_TIMEOUT_S
-from llem_pipeline.storage.schema import PARTITION_COLUMNS, PARTITIONED_TABLES, checked_table
+from llem_pipeline.storage.records import RunRecord
+from llem_pipeline.storage.schema import PARTITIONED_TABLES, RUN_KEY_COLUMNS, checked_table
 from llem_pipeline.storage.store import ResultStore
 
 ASSET_TABLES: dict[str, str] = {
@@ -102,12 +104,11 @@ def _baseline_dict(table: pa.Table) -> dict[str, Any] | None:
 
 
 class LlemDuckDBIOManager(dg.ConfigurableIOManager):
-    """Stores llem asset outputs in the llem DuckDB tables, idempotently per (date, config) partition.
+    """Stores llem asset outputs (RunRecord: one measurement run, every table) in the llem DuckDB file.
 
-    Accepts ExperimentResult (experiment_results), RawProcessResult or a list of them
-    (process_results), EnvironmentSnapshot (environment_snapshots), a baseline.json dict or None
-    (baselines), and pyarrow.Table for any table (power_samples, requests in the run-folder format).
-    Loads the same types back (pyarrow.Table without the partition columns for samples/requests).
+    Loads back, for the partition's latest run: an ExperimentResult (experiment_results), a list of
+    RawProcessResult (process_results), an EnvironmentSnapshot (environment_snapshots), a baseline.json
+    dict or None (baselines), or a pyarrow.Table without the key columns (power_samples, requests).
     """
 
     duckdb: DuckDBResource = Field(description="dagster-duckdb resource naming the DuckDB file (database=...)")
@@ -130,66 +131,51 @@ class LlemDuckDBIOManager(dg.ConfigurableIOManager):
             )
         return split_partition_key(context.asset_partition_key, self.date_dimension, self.config_dimension)
 
-    def _rows(self, table: str, obj: Any, run_date: date, config_hash: str, run_id: str, study: str | None) -> pa.Table:
-        if isinstance(obj, pa.Table):
-            return obj
-        if table == "experiment_results" and isinstance(obj, ExperimentResult):
-            if obj.measurement_config_hash != config_hash:
-                raise StorageError(
-                    f"ExperimentResult.measurement_config_hash={obj.measurement_config_hash!r} differs from the "
-                    f"partition's config {config_hash!r}"
-                )
-            return R.rows_to_table([R.experiment_result_row(obj, run_date, run_id, study)])
-        if table == "process_results" and isinstance(obj, RawProcessResult):
-            obj = [obj]
-        if table == "process_results" and isinstance(obj, Sequence) and all(isinstance(p, RawProcessResult) for p in obj):
-            return R.rows_to_table(R.process_result_rows(list(obj), run_date, config_hash, run_id))
-        if table == "environment_snapshots" and isinstance(obj, EnvironmentSnapshot):
-            return R.rows_to_table([R.environment_row(obj, run_date, config_hash, run_id)])
-        if table == "baselines" and (obj is None or isinstance(obj, Mapping)):
-            return R.rows_to_table(R.baseline_rows(obj, run_date, config_hash, run_id) if obj else [])
-        raise StorageError(
-            f"cannot store a {type(obj).__name__} in table {table!r}: expected "
-            + {
-                "experiment_results": "ExperimentResult",
-                "process_results": "list[RawProcessResult]",
-                "environment_snapshots": "EnvironmentSnapshot",
-                "baselines": "a baseline.json dict (or None)",
-            }.get(table, "pyarrow.Table")
-            + " or pyarrow.Table"
-        )
-
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        """Replace this partition's rows of the asset's table with ``obj`` (one transaction); add row metadata."""
+        """Write the run ``obj`` (a RunRecord) in one transaction (replacing that run only); add row metadata."""
         metadata = context.definition_metadata or {}
         table = table_for(context.asset_key.path[-1], metadata)
         run_date, config_hash = self._partition(context)
-        run_id = R.check_run_id(context.run_id)
-        study = metadata.get("study")
-        study = str(getattr(study, "value", study)) if study is not None else None
-        rows = self._rows(table, obj, run_date, config_hash, run_id, study)
+        if not isinstance(obj, RunRecord):
+            raise StorageError(
+                f"cannot store a {type(obj).__name__} from asset {context.asset_key.to_user_string()}: "
+                "return a RunRecord (llem_pipeline.storage.RunRecord.build(result, ...)), one measurement run"
+            )
+        if (obj.run_date, obj.config_hash) != (run_date, config_hash):
+            raise StorageError(
+                f"RunRecord (run_date={obj.run_date}, config_hash={obj.config_hash}) differs from the partition "
+                f"({run_date}, {config_hash}): return the record of this partition's run"
+            )
         store = self._store()
-        counts = store.write_tables(run_date, config_hash, run_id, {table: rows})
+        counts = store.write_run(obj)
         context.add_output_metadata(
             {
                 "dagster/partition_row_count": counts[table],
                 "dagster/table_name": f"main.{table}",
                 "table": table,
                 "database": str(store.path),
+                "hardware_id": obj.hardware_id,
+                "run_id": obj.run_id,
             }
         )
 
     def load_input(self, context: dg.InputContext) -> Any:
-        """Return the upstream asset's rows of this partition (model, list of models, dict or pyarrow.Table)."""
+        """Return the upstream asset's rows of the partition's latest run (model, list of models, dict or pyarrow.Table)."""
         upstream = context.upstream_output
         if upstream is None or upstream.asset_key is None:
             raise StorageError("LlemDuckDBIOManager loads only asset inputs (no upstream asset given)")
         table = table_for(upstream.asset_key.path[-1], upstream.definition_metadata)
         run_date, config_hash = self._partition(context)
         store = self._store()
+        latest = store.query(
+            "SELECT hardware_id, run_id FROM experiment_results WHERE run_date = ? AND config_hash = ? "
+            "ORDER BY end_time DESC, run_id DESC LIMIT 1", [run_date, config_hash]).to_pylist()
+        if not latest:
+            raise StorageError(f"no run of partition ({run_date}, {config_hash}) is stored in {store.path}")
+        run = {"run_id": latest[0]["run_id"], "config_hash": config_hash, "hardware_id": latest[0]["hardware_id"]}
         if table == "experiment_results":
-            return store.read_result(config_hash, run_date)
-        rows = store.read_partition(table, run_date, config_hash)
+            return store.read_result(**run)
+        rows = store.read_run(table, **run)
         if table == "process_results":
             return [RawProcessResult.model_validate_json(j) for j in rows.column("process_json").to_pylist()]
         if table == "environment_snapshots":
@@ -197,4 +183,4 @@ class LlemDuckDBIOManager(dg.ConfigurableIOManager):
             return EnvironmentSnapshot.model_validate_json(blobs[-1]) if blobs else None
         if table == "baselines":
             return _baseline_dict(rows)
-        return rows.drop_columns(list(PARTITION_COLUMNS))
+        return rows.drop_columns(list(RUN_KEY_COLUMNS))
