@@ -29,8 +29,7 @@ from llem_pipeline.defs.results.summary import headline_metadata, summary_markdo
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
 from llem_pipeline.domain.experiment import ExperimentResult
-from llem_pipeline.storage import ResultStore
-from llem_pipeline.storage import rows as R
+from llem_pipeline.storage import ResultStore, RunRecord
 
 RESULTS, POWER, LATENCIES = "experiment_results", "power_timeseries", "request_latencies"
 CHECK_SPECS = [dg.AssetCheckSpec(name=name, asset=RESULTS, description=text) for name, text in CHECK_DESCRIPTIONS.items()]
@@ -144,14 +143,9 @@ def _power_trace_png(samples: pa.Table, folder: RunFolder) -> bytes:
 
 def _write_partition(store: ResultStore, folder: RunFolder, result: ExperimentResult, environment: EnvironmentSnapshot,
                      baseline: dict[str, Any] | None, samples: pa.Table, requests: pa.Table) -> dict[str, int]:
-    """Write the partition's six tables in one transaction; returns the rows written per table."""
-    day, h, run_id = folder.run_date, folder.config_hash, folder.run_id
-    return store.write_tables(day, h, run_id, {
-        # the study comes from experiment_configs inside the write (when exactly one study registered the config)
-        "experiment_results": R.rows_to_table([R.experiment_result_row(result, day, run_id, None)]),
-        "process_results": R.rows_to_table(R.process_result_rows(folder.process_results(), day, h, run_id)),
-        "environment_snapshots": R.rows_to_table([R.environment_row(environment, day, h, run_id)]),
-        "baselines": R.rows_to_table(R.baseline_rows(baseline, day, h, run_id) if baseline else []),
-        "power_samples": samples,
-        "requests": requests,
-    })
+    """Write the run's six tables in one transaction; returns the rows written per table."""
+    # the study comes from experiment_configs inside the write (when exactly one study registered the config)
+    return store.write_run(RunRecord.build(
+        result, run_date=folder.run_date, run_id=folder.run_id, processes=folder.process_results(),
+        environment=environment, baseline=baseline, power_samples=samples, requests=requests,
+    ))

@@ -55,11 +55,11 @@ def previous_j_per_token(
     if not store.path.is_file():
         return None, ""
     table = store.query(
-        "SELECT avg_energy_per_token_j, CAST(run_date AS VARCHAR) AS d, run_id FROM experiment_results "
+        "SELECT j_per_token, CAST(run_date AS VARCHAR) AS d, run_id FROM experiment_results "
         "WHERE config_hash = ? AND run_id <> ? AND end_time < ? ORDER BY end_time DESC LIMIT 1",
         [config_hash, run_id, before],
     )
     if table.num_rows == 0:
         return None, ""
     row = table.to_pylist()[0]
-    return float(row["avg_energy_per_token_j"]), f"{row['d']} run {row['run_id'][:8]}"
+    return float(row["j_per_token"]), f"{row['d']} run {row['run_id'][:8]}"
