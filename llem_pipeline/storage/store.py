@@ -290,23 +290,30 @@ class ResultStore:
         return max(db_seq, journal_seq) + 1, store_id, found
 
     def _verify(self, con: duckdb.DuckDBPyConnection, checks: Sequence[_Check], *, committed: bool) -> None:
-        """Raise WriteVerificationError unless every check's table holds exactly the rows sent; return None."""
-        for check in checks:
-            try:
-                rows = con.execute(check.sql, list(check.params())).fetchall()
-            except duckdb.TransactionException as exc:
-                if committed or "aborted" not in str(exc):
-                    raise
-                # DuckDB >= 2.0 invalidates a transaction on ANY error and then reports COMMIT as
-                # success while discarding everything: an error swallowed during the write would
-                # otherwise be a silent loss.
-                raise WriteVerificationError(
-                    f"{check.table}: the transaction was aborted by an earlier error that did not propagate "
-                    f"(DuckDB: {exc}); COMMIT would have reported success and written nothing. Rolled back, "
-                    "nothing written: write again.",
-                    table=check.table, expected=check.expected, found=0, committed=False,
-                ) from exc
-            found, of_run = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        """Raise WriteVerificationError unless every check's table holds exactly the rows sent; return None.
+
+        All checks run as one statement (one round trip: each statement costs about 2 ms).
+        """
+        if not checks:
+            return
+        sql = " UNION ALL ".join(f"SELECT {i} AS i, * FROM ({check.sql})" for i, check in enumerate(checks))
+        try:
+            counted = {int(r[0]): (int(r[1]), int(r[2])) for r in
+                       con.execute(sql, [p for check in checks for p in check.params()]).fetchall()}
+        except duckdb.TransactionException as exc:
+            if committed or "aborted" not in str(exc):
+                raise
+            # DuckDB >= 2.0 invalidates a transaction on ANY error and then reports COMMIT as
+            # success while discarding everything: an error swallowed during the write would
+            # otherwise be a silent loss.
+            raise WriteVerificationError(
+                f"{checks[0].table}: the transaction was aborted by an earlier error that did not propagate "
+                f"(DuckDB: {exc}); COMMIT would have reported success and written nothing. Rolled back, "
+                "nothing written: write again.",
+                table=checks[0].table, expected=checks[0].expected, found=0, committed=False,
+            ) from exc
+        for i, check in enumerate(checks):
+            found, of_run = counted.get(i, (0, 0))
             if found == check.expected and of_run == check.expected:
                 continue
             when = (
@@ -457,14 +464,14 @@ class ResultStore:
                     list(bounds()),
                 )
             counts: dict[str, int] = {}
+            _check_columns(con, {name: t for name, t in batch.tables.items() if t.num_rows})
             for name in PARTITIONED_TABLES:
                 table = batch.tables[name]
                 counts[name] = table.num_rows
                 if table.num_rows == 0:
                     continue
-                _check_columns(con, name, table)
                 self._insert(con, name, table, f"INSERT INTO {name} BY NAME SELECT * FROM {_STAGING}")
-            if counts["experiment_results"]:
+            if any(r.study is None for r in batch.records):
                 con.execute(
                     "UPDATE experiment_results AS r SET study = c.study FROM ("
                     "  SELECT config_hash, min(study) AS study FROM experiment_configs GROUP BY config_hash "
@@ -739,13 +746,18 @@ def _quiet(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET enable_progress_bar = false")
 
 
-def _check_columns(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    known = {r[0] for r in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main'", [name]
-    ).fetchall()}
-    dupes = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
-    if dupes:
-        raise StorageError(f"tables[{name!r}] has duplicate column(s) {dupes}")
-    unknown = [c for c in table.column_names if c not in known]
-    if unknown:
-        raise StorageError(f"tables[{name!r}] has unknown column(s) {unknown}; {name} has {sorted(known)}")
+def _check_columns(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table]) -> None:
+    """Raise StorageError when a table to insert has duplicate columns or columns its llem table lacks; return None."""
+    known: dict[str, set[str]] = {name: set() for name in tables}
+    for table_name, column in con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+        "AND table_name IN (SELECT unnest(?::VARCHAR[]))", [list(tables)]
+    ).fetchall():
+        known[table_name].add(column)
+    for name, table in tables.items():
+        dupes = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+        if dupes:
+            raise StorageError(f"tables[{name!r}] has duplicate column(s) {dupes}")
+        unknown = [c for c in table.column_names if c not in known[name]]
+        if unknown:
+            raise StorageError(f"tables[{name!r}] has unknown column(s) {unknown}; {name} has {sorted(known[name])}")
