@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from llem_pipeline.storage.schema import PARTITIONED_TABLES, checked_table
 
-# One count per partitioned table (names from the allow-list) against the manifest's sums, and the
+# One count per measurement table (names from the allow-list) against the manifest's sums, and the
 # file's write number and store_id, in one statement (each statement costs ~1 ms on a small file).
 _QUICK_TOTALS_SQL = (
     "WITH c AS (" + " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in PARTITIONED_TABLES) + "), "

@@ -57,6 +57,7 @@ COMMENT ON COLUMN experiment_results.workload_hash IS 'SHA-256[:16] of the workl
 COMMENT ON COLUMN experiment_results.cycle IS '0-based repeat of the study schedule this run belongs to; NULL when unknown (e.g. written before migration 6).';
 COMMENT ON COLUMN experiment_results.measurement_key IS 'Dagster partition key of the measurement (stable, e.g. demo~batch_size=8~sim~2de5716c); NULL when written outside Dagster.';
 COMMENT ON COLUMN experiment_results.label IS 'Human label of the measurement (study, swept values, hardware), e.g. ''demo · batch_size=8 · simulated''.';
+COMMENT ON COLUMN experiment_results.setting IS 'The engine setting as a label, e.g. ''batch_size=8'' or ''max_num_seqs=64,tp=1'' (what a study sweeps; views show it beside config_hash).';
 COMMENT ON COLUMN experiment_results.is_simulated IS 'TRUE unless energy came from a live NVIDIA GPU: hardware_id not nvml:..., or the result says simulated/replay (device_kind or energy_method).';
 COMMENT ON COLUMN experiment_results.tokens_per_s IS 'Output throughput: total_tokens / total_inference_time_sec, tokens/s (ExperimentResult.avg_tokens_per_second).';
 COMMENT ON COLUMN experiment_results.j_per_token IS 'total_energy_j / total_tokens, J per output token, the primary efficiency metric (ExperimentResult.avg_energy_per_token_j).';
