@@ -12,6 +12,7 @@ contents over as a RunRecord (``RunRecord.build`` fills what can be derived from
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,22 +42,28 @@ WORKLOAD_HASH_PATTERN = re.compile(r"[0-9a-f]{16}")
 # Free-text fields (measurement_key, label, study): printable, no control characters.
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _EMPTY = pa.table({})
-_WORKLOAD_CACHE: dict[str, str | None] = {}
+_WORKLOAD_CACHE: dict[tuple[str | None, str], str | None] = {}
 
 
 def workload_hash_of(effective_config: Mapping[str, Any], config_hash: str | None = None) -> str | None:
     """Return ``compute_workload_hash`` of a result's effective_config (16 hex), or None when it is not a
-    valid ExperimentConfig. ``config_hash`` (the config's measurement hash) memoises the answer."""
-    if config_hash is not None and config_hash in _WORKLOAD_CACHE:
-        return _WORKLOAD_CACHE[config_hash]
+    valid ExperimentConfig. Answers are memoised per (config_hash, effective_config): validating a config
+    costs more than building the rows of a run."""
+    ec = dict(effective_config or {})
     try:
-        value: str | None = compute_workload_hash(ExperimentConfig.model_validate(dict(effective_config or {})))
+        key: tuple[str | None, str] | None = (config_hash, json.dumps(ec, sort_keys=True, default=str))
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in _WORKLOAD_CACHE:
+        return _WORKLOAD_CACHE[key]
+    try:
+        value: str | None = compute_workload_hash(ExperimentConfig.model_validate(ec))
     except (ValidationError, TypeError, ValueError):
         value = None
-    if config_hash is not None:
+    if key is not None:
         if len(_WORKLOAD_CACHE) > 4096:
             _WORKLOAD_CACHE.clear()
-        _WORKLOAD_CACHE[config_hash] = value
+        _WORKLOAD_CACHE[key] = value
     return value
 
 
