@@ -1,6 +1,8 @@
-"""DuckDB storage: schema and views (.sql), the transactional ResultStore, the Dagster I/O manager, `llem sql`.
+"""DuckDB storage: schema and views (.sql), RunRecord and the transactional ResultStore, the Dagster I/O
+manager, `llem sql`.
 
-Imports dagster only in ``io_manager``; never imports ``llem_pipeline.measure``.
+Imports dagster only in ``io_manager``; never imports ``llem_pipeline.measure``; never reads run folders
+(the measurement layer hands a run over as a RunRecord).
 """
 
 from llem_pipeline.storage.audit import Discrepancy
@@ -8,22 +10,18 @@ from llem_pipeline.storage.errors import (
     LockTimeoutError,
     PartitionLostWarning,
     ReadOnlyViolation,
-    RunFolderError,
     StorageError,
     WriteVerificationError,
     WriteVerificationWarning,
 )
-from llem_pipeline.storage.rows import (
-    baseline_rows,
-    environment_row,
-    experiment_result_row,
-    process_result_rows,
-)
+from llem_pipeline.storage.records import POWER_SAMPLE_COLUMNS, REQUEST_COLUMNS, RunRecord
 from llem_pipeline.storage.schema import PARTITIONED_TABLES, TABLES, VIEWS
 from llem_pipeline.storage.store import ResultStore
 
 __all__ = [
     "PARTITIONED_TABLES",
+    "POWER_SAMPLE_COLUMNS",
+    "REQUEST_COLUMNS",
     "TABLES",
     "VIEWS",
     "Discrepancy",
@@ -31,12 +29,8 @@ __all__ = [
     "PartitionLostWarning",
     "ReadOnlyViolation",
     "ResultStore",
-    "RunFolderError",
+    "RunRecord",
     "StorageError",
     "WriteVerificationError",
     "WriteVerificationWarning",
-    "baseline_rows",
-    "environment_row",
-    "experiment_result_row",
-    "process_result_rows",
 ]

@@ -7,10 +7,6 @@ class StorageError(RuntimeError):
     """A store operation that cannot proceed (bad input, missing database, newer schema, ...)."""
 
 
-class RunFolderError(StorageError, ValueError):
-    """A run folder that does not meet the contract (.llem_briefs/RUN_FOLDER.md); nothing was written."""
-
-
 class LockTimeoutError(StorageError, TimeoutError):
     """The DuckDB file stayed locked by another process for longer than the configured wait."""
 
@@ -20,7 +16,7 @@ class ReadOnlyViolation(StorageError, ValueError):
 
 
 class WriteVerificationError(StorageError):
-    """A partition write whose rows, counted back, differ from the rows sent (a storage fault, not bad input).
+    """A write whose rows, counted back, differ from the rows sent (a storage fault, not bad input).
 
     ``table`` is the table checked, ``expected`` and ``found`` are row counts, and ``committed`` says
     whether the mismatch was seen after COMMIT (the file holds it) or before (rolled back, nothing written).
@@ -39,9 +35,9 @@ class WriteVerificationWarning(UserWarning):
 
 
 class PartitionLostWarning(UserWarning):
-    """Partitions the store wrote (per its manifest or its write journal) are missing or changed in the file.
+    """Runs the store wrote (per its manifest or its write journal) are missing or changed in the file.
 
-    Issued by the next partition write when its cheap audit finds a discrepancy (the write itself goes
-    ahead); ``ResultStore.audit()`` / ``llem sql --audit`` list every discrepancy. Each message names the
-    table, the partition, the rows expected and the rows found.
+    Issued by the next write when its cheap audit finds a discrepancy (the write itself goes ahead);
+    ``ResultStore.audit()`` / ``llem sql --audit`` list every discrepancy. Each message names the table,
+    the run, the rows expected and the rows found.
     """

@@ -1,15 +1,17 @@
-"""The write journal: ``<db>.writes.jsonl``, one JSON line per (table, partition) of every committed partition write.
+"""The write journal: ``<db>.writes.jsonl``, one JSON line per (table, run) of every committed store write.
 
-Why a file outside the database (issue 7): the loss seen in the 8-writer stress runs dropped a whole
-committed transaction (another process checkpointed a database state from before it), and with it
-every row that transaction wrote INSIDE the file, the partition manifest included. The journal is
+Why a file outside the database: the loss seen in the 8-writer stress runs dropped a whole committed
+transaction (another process checkpointed a database state from before it; locking.py explains how),
+and with it every row that transaction wrote INSIDE the file, the partition manifest included. The journal is
 appended after COMMIT + CHECKPOINT + verification, while the writer still holds the store's writer
 lock (locking.write_lock), and fsync'ed; each line carries the write number (``seq``) that the same
 transaction stored in the ``write_sequence`` table. A database whose ``write_sequence`` is behind the
 journal's last ``seq`` has lost committed writes, and the journal names them.
 
 Line format: {"seq": int, "store": str, "table": str, "run_date": "YYYY-MM-DD", "config_hash": str,
-"run_id": str, "rows": int, "pid": int, "at": ISO-8601 UTC}; ``store`` is the database's
+"hardware_id": str, "run_id": str, "rows": int, "pid": int, "at": ISO-8601 UTC} (lines written before
+migration 6 have no "hardware_id": they name the (run_date, config_hash) partition a write replaced,
+audit.py checks them that way); ``store`` is the database's
 ``write_sequence.store_id``: a journal whose last line names another store belongs to a database that
 was deleted and created again, and is set aside (``set_aside``), not read as losses. A torn last line
 (crash during the append) is skipped.

@@ -6,7 +6,7 @@ dagster-duckdb retries that on connect with fixed 0.1·2^i s delays (no jitter, 
 that collide once keep colliding. Here every attempt sleeps ``uniform(0, min(cap, base·2^i))``
 until ``timeout_s`` has passed in total.
 
-Writer lock (issue 7). DuckDB's own lock is not enough for writers in several processes: DuckDB
+Writer lock. DuckDB's own lock is not enough for writers in several processes: DuckDB
 2.0.1 reads the database headers through a separate read-only descriptor BEFORE it takes its
 ``fcntl`` lock (strace of ``duckdb.connect``: open O_RDONLY + pread 12288 bytes at offset 0 + close,
 then open O_RDWR + F_SETLK, then only the blocks after the headers are read). A process that reads

@@ -1,7 +1,8 @@
 """Row builders: domain models -> rows of the llem tables (plain dicts), and rows -> pyarrow tables.
 
-Each builder returns dicts whose keys are column names of the table it names (see schema.sql),
-including the partition columns run_date (datetime.date), config_hash and run_id.
+Each builder returns dicts whose keys are column names of the table it names (schema.sql and the
+migrations), including the key columns of the run (``key``: run_date as a datetime.date, config_hash,
+hardware_id, run_id; ``RunRecord.key_columns()`` gives them).
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from llem_pipeline.domain import EnvironmentSnapshot, ExperimentConfig, ExperimentResult, RawProcessResult
 from llem_pipeline.domain.warnings import warning_code
 from llem_pipeline.storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from llem_pipeline.storage.records import RunRecord
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONFIG_HASH_PATTERN = re.compile(r"[0-9a-f]{16}")
@@ -56,14 +60,6 @@ def _utc(value: datetime | None, field: str) -> datetime | None:
     if value.tzinfo is None:
         raise StorageError(f"{field}={value.isoformat()} is a naive datetime: results must carry UTC-aware times")
     return value.astimezone(UTC)
-
-
-def _partition(run_date: date | str, config_hash: str, run_id: str) -> dict[str, Any]:
-    return {
-        "run_date": as_run_date(run_date),
-        "config_hash": check_config_hash(config_hash),
-        "run_id": check_run_id(run_id),
-    }
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -117,7 +113,8 @@ def swept_settings(effective_config: Mapping[str, Any], backend: str) -> dict[st
     return out
 
 
-def _is_simulated(result: ExperimentResult) -> bool:
+def result_is_simulated(result: ExperimentResult) -> bool:
+    """Return True unless the result's energy came from a live NVIDIA GPU (device kind nvml, method not simulated)."""
     kinds = {result.device_kind} | {p.device_kind for p in result.process_results}
     kinds.discard(None)
     if kinds:
@@ -127,15 +124,14 @@ def _is_simulated(result: ExperimentResult) -> bool:
     return any(warning_code(w) in {"simulated_device", "replay_device"} for w in result.measurement_warnings)
 
 
-def experiment_result_row(
-    result: ExperimentResult, run_date: date | str, run_id: str, study: str | None = None
-) -> dict[str, Any]:
-    """Return one ``experiment_results`` row (dict) for ``result``: headline columns + result_json.
+def experiment_result_row(record: RunRecord) -> dict[str, Any]:
+    """Return the ``experiment_results`` row (dict) of a run: identity, headline columns and result_json.
 
-    Energies in J, power in W, times in s, latencies in ms; config_hash is the result's
-    measurement_config_hash.
+    Energies in J, power in W, times in s, latencies in ms. ``j_per_token`` is the result's
+    avg_energy_per_token_j and ``tokens_per_s`` its avg_tokens_per_second (schema.sql names them).
     """
-    row = _partition(run_date, result.measurement_config_hash, run_id)
+    result = record.result
+    row = record.key_columns()
     settings = swept_settings(result.effective_config, result.backend)
     procs = result.process_results
     gpu_names = [n for p in procs for n in p.gpu_names]
@@ -164,8 +160,12 @@ def experiment_result_row(
         energy_method = result.energy_breakdown.energy_method
     device_kind = result.device_kind or next((p.device_kind for p in procs), None)
     row.update(
+        workload_hash=record.workload_hash,
+        cycle=record.cycle,
+        measurement_key=record.measurement_key,
+        label=record.label,
         experiment_id=result.experiment_id,
-        study=study,
+        study=record.study,
         model=settings["model"],
         backend=result.backend,
         backend_version=result.backend_version,
@@ -181,7 +181,7 @@ def experiment_result_row(
         fixed_output_length=settings["fixed_output_length"],
         setting=settings["setting"],
         device_kind=device_kind,
-        is_simulated=_is_simulated(result),
+        is_simulated=record.is_simulated,
         gpu_names=gpu_names,
         num_devices=num_devices,
         energy_method=energy_method,
@@ -189,9 +189,9 @@ def experiment_result_row(
         total_tokens=result.total_tokens,
         input_tokens=input_tokens,
         total_inference_time_sec=result.total_inference_time_sec,
-        avg_tokens_per_second=result.avg_tokens_per_second,
+        tokens_per_s=result.avg_tokens_per_second,
         total_energy_j=result.total_energy_j,
-        avg_energy_per_token_j=result.avg_energy_per_token_j,
+        j_per_token=result.avg_energy_per_token_j,
         energy_adjusted_j=result.energy_adjusted_j,
         baseline_power_w=result.baseline_power_w,
         energy_trace_agreement=result.energy_trace_agreement,
@@ -215,11 +215,9 @@ def experiment_result_row(
     return row
 
 
-def process_result_rows(
-    results: Sequence[RawProcessResult], run_date: date | str, config_hash: str, run_id: str
-) -> list[dict[str, Any]]:
-    """Return one ``process_results`` row per RawProcessResult (energies J, power W, times s)."""
-    base = _partition(run_date, config_hash, run_id)
+def process_result_rows(results: Sequence[RawProcessResult], key: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return one ``process_results`` row per RawProcessResult of the run ``key`` (energies J, power W, times s)."""
+    base = dict(key)
     rows = []
     for p in results:
         rows.append(
@@ -257,12 +255,10 @@ def process_result_rows(
     return rows
 
 
-def environment_row(
-    snapshot: EnvironmentSnapshot, run_date: date | str, config_hash: str, run_id: str
-) -> dict[str, Any]:
-    """Return the ``environment_snapshots`` row for ``snapshot`` (VRAM MB, power limits W)."""
+def environment_row(snapshot: EnvironmentSnapshot, key: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the ``environment_snapshots`` row of the run ``key`` for ``snapshot`` (VRAM MB, power limits W)."""
     return {
-        **_partition(run_date, config_hash, run_id),
+        **key,
         "collected_at": _utc(snapshot.collected_at, "environment collected_at"),
         "python_version": snapshot.python_version,
         "cuda_version": snapshot.cuda_version,
@@ -294,14 +290,12 @@ def _float(value: Any, field: str) -> float | None:
     return float(value)
 
 
-def baseline_rows(
-    baseline: Mapping[str, Any], run_date: date | str, config_hash: str, run_id: str
-) -> list[dict[str, Any]]:
-    """Return one ``baselines`` row per device of a baseline.json mapping (power W, duration s).
+def baseline_rows(baseline: Mapping[str, Any], key: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return one ``baselines`` row per device of a baseline.json mapping of the run ``key`` (power W, duration s).
 
-    Raises StorageError naming the field when the mapping does not follow the run-folder contract.
+    Raises StorageError naming the field and the value when the mapping is malformed.
     """
-    base = _partition(run_date, config_hash, run_id)
+    base = dict(key)
     devices = baseline.get("devices")
     if not isinstance(devices, list):
         raise StorageError(f"baseline 'devices'={devices!r} must be a list of {{uuid, power_w}}")

@@ -3,11 +3,13 @@
 -- Plain DuckDB SQL: run it in the duckdb shell (`duckdb data/llem.duckdb < schema.sql`) or let
 -- `ResultStore.ensure_schema()` apply it. Every statement is idempotent (IF NOT EXISTS).
 --
--- Keys: every measurement table is keyed by (run_date, config_hash, run_id). A partition is
--- (run_date, config_hash): writers replace a partition in ONE transaction (DELETE the partition
--- from every affected table, INSERT the new rows, COMMIT), so a re-run is idempotent and a crash
--- leaves the old or the new rows, never half. Keys are not declared as PRIMARY KEY constraints:
--- DuckDB's ART indexes slow bulk ingest and the writer guarantees uniqueness per partition.
+-- Keys (as migrated: migrations/006_run_identity.sql adds hardware_id and renames two columns): a
+-- measurement is identified by (config_hash, hardware_id, run_id), with run_date beside it; every
+-- measurement table carries the four columns. ResultStore writes whole runs in ONE transaction
+-- (DELETE the rows of exactly those runs from every table, INSERT the new rows, COMMIT), so a retry
+-- of a run is idempotent, no other run is ever touched, and a crash leaves the old or the new rows,
+-- never half. Keys are not declared as PRIMARY KEY constraints: DuckDB's ART indexes slow bulk
+-- ingest and the writer guarantees uniqueness per run.
 --
 -- Units are in the column names or comments: J (joules), W (watts), s, ms, mJ, MB, °C, MHz, %.
 -- Times: TIMESTAMPTZ (UTC) for wall clock, DOUBLE seconds from a monotonic clock for durations.

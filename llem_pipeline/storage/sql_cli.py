@@ -1,10 +1,10 @@
-"""``llem sql "SELECT ..."``: read-only queries against the llem DuckDB file; ``llem sql --audit``: lost partitions.
+"""``llem sql "SELECT ..."``: read-only queries against the llem DuckDB file; ``llem sql --audit``: lost runs.
 
 Opens the file read-only (waiting with jittered backoff while a write holds the lock), refuses
 anything but one SELECT/EXPLAIN statement, disables file access from SQL, binds ``--param`` values as
 parameters (``?`` placeholders, in order) and prints a table (rich), CSV or JSON. ``--audit`` prints
-``ResultStore.audit()``'s discrepancies (partitions the store wrote that the file does not hold as
-written) in the same formats and exits 1 when there is any.
+``ResultStore.audit()``'s discrepancies (runs the store wrote that the file does not hold as written)
+in the same formats and exits 1 when there is any.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llem sql",
         description="Run one read-only SELECT against the llem DuckDB file (tables: experiment_results, "
-        "power_samples, requests, ...; views: latest_results, efficiency, nightly_trend).",
+        "power_samples, requests, ...; views: latest_results, config_stats, efficiency, nightly_trend).",
     )
     p.add_argument("sql", nargs="?", default=None,
                    help="one SELECT (or EXPLAIN) statement; use ? placeholders with --param")
     p.add_argument("--audit", action="store_true",
-                   help="instead of a query: list partitions the store wrote that the file does not hold as written "
+                   help="instead of a query: list runs the store wrote that the file does not hold as written "
                    "(partition_manifest and the write journal vs the tables); exit 1 when there is any")
     p.add_argument("--db", type=Path, default=None, help="DuckDB file (default: LLEM_DUCKDB or <data_dir>/llem.duckdb)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
@@ -120,12 +120,13 @@ def _audit(store: ResultStore, fmt: str) -> int:
     except (StorageError, duckdb.Error) as exc:
         print(f"llem sql --audit: {exc}", file=sys.stderr)
         return 1
-    rows = [{"table": d.table, "run_date": d.run_date, "config_hash": d.config_hash, "run_id": d.run_id,
-             "expected_rows": d.expected, "found_rows": d.found, "per": d.source, "detail": d.detail} for d in found]
+    rows = [{"table": d.table, "run_date": d.run_date, "config_hash": d.config_hash, "hardware_id": d.hardware_id,
+             "run_id": d.run_id, "expected_rows": d.expected, "found_rows": d.found, "per": d.source, "detail": d.detail}
+            for d in found]
     if rows:
         render(pa.Table.from_pylist(rows), fmt)
     print(f"llem sql --audit: {len(found)} discrepancy(ies) in {store.path}" if found
-          else f"llem sql --audit: every partition the store wrote is in {store.path}", file=sys.stderr)
+          else f"llem sql --audit: every run the store wrote is in {store.path}", file=sys.stderr)
     return 1 if found else 0
 
 

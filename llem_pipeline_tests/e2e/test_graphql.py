@@ -39,11 +39,11 @@ def test_graphql_client_launches_the_nightly_job(dagster_server: DagsterDevServe
     status = wait_for_run(client, run_id)
     assert status == "SUCCESS", dagster_server.log_tail()
     rows = ResultStore(dagster_server.data_dir / "llem.duckdb").query(
-        "SELECT config_hash, CAST(run_date AS VARCHAR) AS d, study, is_simulated, avg_energy_per_token_j "
+        "SELECT config_hash, CAST(run_date AS VARCHAR) AS d, study, is_simulated, j_per_token "
         "FROM experiment_results WHERE run_id = ?",
         [run_id],
     ).to_pylist()
     assert len(rows) == 1
     assert rows[0]["config_hash"] == config_hash and rows[0]["d"] == today()
     assert rows[0]["study"] == "nightly" and rows[0]["is_simulated"] is True
-    assert rows[0]["avg_energy_per_token_j"] > 0
+    assert rows[0]["j_per_token"] > 0

@@ -337,19 +337,19 @@ def worker_sigkill(data_dir: Path, kill_points: list[str]) -> CaseResult:
     """SIGKILL the worker at each of ``kill_points`` (progress events: 'plan', or steps: 'model_load', 'run'):
     no run folder, no rows, no orphaned engine process; then a normal run to the same place succeeds and lands."""
     from llem_pipeline.storage import ResultStore
-    from llem_pipeline.storage.errors import RunFolderError
+    from llem_pipeline_tests.storage.record_factory import record_from_run_folder
 
     res = CaseResult("worker SIGKILLed mid-run")
     day = datetime.now(UTC).date().isoformat()
-    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=60)
+    store = ResultStore(data_dir / "llem.duckdb", lock_timeout_s=60)
     slow_hash = compute_measurement_config_hash(ExperimentConfig.model_validate(SLOW_CONFIG))
     for i, point in enumerate(kill_points):
         out = data_dir / "runs" / day / slow_hash / f"killed-{i}"
         rc, _stderr, alive = _run_and_kill(data_dir, SLOW_CONFIG, out, point)
         try:
-            store.write_run_folder(out, run_date=day, config_hash=slow_hash, run_id=out.name)
+            store.write_run(record_from_run_folder(out, run_date=day))
             wrote = True
-        except RunFolderError:
+        except FileNotFoundError:  # no run folder (or no result.json in it): nothing to store
             wrote = False
         ok = rc == -signal.SIGKILL and not out.exists() and not alive and not wrote
         res.record(ok, f"kill at {point}: rc {rc}, folder exists {out.exists()}, orphans {alive}, rows written {wrote}",
@@ -366,7 +366,7 @@ def worker_sigkill(data_dir: Path, kill_points: list[str]) -> CaseResult:
     ok = proc.returncode == 0 and (out / "result.json").is_file()
     landed = 0
     if ok:
-        landed = store.write_run_folder(out, run_date=day, config_hash=h, run_id=out.name)["experiment_results"]
+        landed = store.write_run(record_from_run_folder(out, run_date=day))["experiment_results"]
     stale = [p.name for p in out.parent.glob(f".{out.name}.tmp-*")]
     res.record(ok and landed == 1 and not stale,
                f"next run: rc {proc.returncode} {proc.stderr.strip()[-300:]}; rows {landed}; stale temp folders {stale}",

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from llem_pipeline import paths
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.domain.config import ExperimentConfig
-from llem_pipeline.storage import ResultStore
-from llem_pipeline.storage.errors import ReadOnlyViolation, RunFolderError, StorageError
+from llem_pipeline.storage import ResultStore, RunRecord
+from llem_pipeline.storage.errors import ReadOnlyViolation, StorageError
 from llem_pipeline.storage.schema import TABLES
 from llem_pipeline.storage.sql_cli import main_sql
 from llem_pipeline_tests.reliability.support import (
@@ -35,7 +35,7 @@ from llem_pipeline_tests.reliability.support import (
     count_tracebacks,
     run_worker,
 )
-from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
+from llem_pipeline_tests.storage.record_factory import make_config, make_record, record_from_run_folder
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -144,26 +144,27 @@ def no_sql_injection(data_dir: Path) -> CaseResult:
     res = CaseResult("no SQL injection")
     for rel, line, expr in sql_interpolations():
         res.record(expr in SQL_INTERPOLATIONS, f"{rel}:{line} interpolates {expr!r} into SQL text")
-    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=30)
+    store = ResultStore(data_dir / "llem.duckdb", lock_timeout_s=30)
     store.ensure_schema()
     for i, payload in enumerate(INJECTIONS):
         config = make_config(model=payload, batch_size=i + 1)
         h = compute_measurement_config_hash(config)
         store.upsert_configs(payload, {h: config})  # the study name as given by a caller (the store checks length only)
-        folder = write_run_folder(data_dir, config=config, run_id=f"inj-{i}")
-        store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id=f"inj-{i}", study=payload)
+        record = make_record(config, run_id=f"inj-{i}")
+        store.write_run(make_record(config, run_id=f"inj-{i}", study=payload))
         got = store.query("SELECT model, study FROM experiment_results WHERE config_hash = ?", [h]).to_pylist()
         res.record(got == [{"model": payload, "study": payload}], f"payload {payload!r} stored as {got}")
-        for bad in ({"run_id": payload}, {"config_hash": payload}, {"run_date": payload}):
-            args = {"run_date": "2026-11-01", "config_hash": h, "run_id": f"inj-{i}", **bad}
+        fields = {f: getattr(record, f) for f in record.__dataclass_fields__}
+        for bad in ({"run_id": payload}, {"config_hash": payload}, {"run_date": payload}, {"hardware_id": payload},
+                    {"label": payload + "\n"}):
             try:
-                store.write_run_folder(folder, **args)
-                res.record(False, f"write_run_folder accepted {bad}")
-            except (RunFolderError, StorageError):
+                store.write_run(RunRecord(**{**fields, **bad}))
+                res.record(False, f"RunRecord accepted {bad}")
+            except StorageError:
                 res.record(True)
         try:
-            store.read_partition(f"experiment_results; DROP TABLE requests; --{i}", "2026-11-01", h)
-            res.record(False, "read_partition accepted a table name outside the allow-list")
+            store.read_run(f"experiment_results; DROP TABLE requests; --{i}", f"inj-{i}")
+            res.record(False, "read_run accepted a table name outside the allow-list")
         except (StorageError, ValueError):
             res.record(True)
     # `llem sql`: statements other than one SELECT are refused, --param values are bound, files are out of reach
@@ -240,8 +241,8 @@ def snapshots_keep_no_secrets(data_dir: Path) -> CaseResult:
     env = json.loads((out / "environment.json").read_text())
     res.record(env.get("relevant_env", {}).get("CUDA_VISIBLE_DEVICES") == "0",
                f"allow-listed CUDA_VISIBLE_DEVICES not recorded: {env.get('relevant_env')}")
-    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=30)
-    store.write_run_folder(out, run_date=day, config_hash=h, run_id="secrets-run")
+    store = ResultStore(data_dir / "llem.duckdb", lock_timeout_s=30)
+    store.write_run(record_from_run_folder(out, run_date=day))
     for table in TABLES:
         text = str(store.query(f"SELECT * FROM {table}").to_pylist())
         hits = [n for n in SECRET_NEEDLES if n in text]
@@ -291,8 +292,8 @@ ESCAPES = ["..", "../..", "../../etc", "/etc", "a/../../b", "a/b", "~root", "x\x
 
 
 def paths_stay_inside(data_dir: Path, outside: Path, examples: int) -> CaseResult:
-    """paths.run_dir refuses parts that could escape; ensure_inside refuses '..' and symlinks out; the storage
-    loader refuses run folders (or files in them) outside the data dir and writes nothing."""
+    """paths.run_dir refuses parts that could escape; ensure_inside refuses '..' and symlinks out. (The storage
+    layer takes RunRecords and never reads run folders: folder checks belong to the run-folder reader.)"""
     res = CaseResult("output paths stay inside the data dir")
     os.environ["LLEM_DATA_DIR"] = str(data_dir)
     try:
@@ -329,24 +330,6 @@ def paths_stay_inside(data_dir: Path, outside: Path, examples: int) -> CaseResul
                 res.record(True)
     finally:
         os.environ.pop("LLEM_DATA_DIR", None)
-    # the storage loader: a folder outside, a symlinked folder, a symlinked file
-    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=30)
-    config = make_config(model="escape")
-    h = compute_measurement_config_hash(config)
-    real_outside = write_run_folder(outside, config=config, run_id="r-out")
-    inside = write_run_folder(data_dir, config=config, run_id="r-link")
-    (inside / "result.json").unlink()
-    (inside / "result.json").symlink_to(real_outside / "result.json")
-    linked_dir = data_dir / "runs" / "2026-11-01" / h / "r-dirlink"
-    linked_dir.symlink_to(real_outside, target_is_directory=True)
-    for folder, run_id in ((real_outside, "r-out"), (inside, "r-link"), (linked_dir, "r-dirlink"),
-                           (data_dir / "runs" / ".." / ".." / outside.name / "runs" / "2026-11-01" / h / "r-out", "r-out")):
-        try:
-            store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id=run_id)
-            res.record(False, f"loader accepted {folder}")
-        except RunFolderError as err:
-            res.record("outside the data dir" in str(err), f"unclear error for {folder}: {err}")
-    res.record(sum(store.row_counts().values()) == 0, f"rows written: {store.row_counts()}")
     return res
 
 

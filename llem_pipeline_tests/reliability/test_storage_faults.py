@@ -1,8 +1,8 @@
-"""Storage faults against a real DuckDB file with real processes (issue 7, case 2).
+"""Storage faults against a real DuckDB file with real processes.
 
 A reader process holding the file while a result is written (the write waits and lands), many writer
-processes at once (every row present, none twice), and SIGKILL in the middle of writes (the file opens
-with the old or the new rows of the partition, never half).
+processes at once (every run present, none twice, none replacing another), and SIGKILL in the middle of
+writes (the file opens with every run whole: its old or its new rows, never half).
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ import pytest
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import PARTITIONED_TABLES, ResultStore
 from llem_pipeline_tests.reliability.support import PROJECT_ROOT, CaseResult, count_tracebacks
+from llem_pipeline_tests.storage.record_factory import make_config, make_record
 from llem_pipeline_tests.storage.rewriting_writer import SIZES
 from llem_pipeline_tests.storage.rewriting_writer import WRITER as REWRITING_WRITER
-from llem_pipeline_tests.storage.run_folder_factory import (
-    make_config,
-    requests_table,
-    timeseries_table,
-    write_run_folder,
-)
 
 DAY = "2026-11-01"
 
@@ -49,18 +44,18 @@ def reader_holds_file(data_dir: Path, hold_s: float) -> CaseResult:
     """A reader process holds the DuckDB file open for ``hold_s`` seconds while a result is written: the
     writer waits (jittered retries) and its rows land once the reader lets go."""
     res = CaseResult(f"reader holds the file {hold_s:g} s")
-    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=hold_s + 60)
+    store = ResultStore(data_dir / "llem.duckdb", lock_timeout_s=hold_s + 60)
     store.ensure_schema()
     config = make_config(model="held")
     h = compute_measurement_config_hash(config)
-    folder = write_run_folder(data_dir, config=config, run_date=DAY, run_id="held-run")
+    record = make_record(config, run_date=DAY, run_id="held-run")
     reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), str(hold_s)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert reader.stdout is not None
     first = reader.stdout.readline().strip()
     t0 = time.monotonic()
     try:
-        counts = store.write_run_folder(folder, run_date=DAY, config_hash=h, run_id="held-run")
+        counts = store.write_run(record)
         waited = time.monotonic() - t0
         err = ""
     except Exception as exc:  # a LockTimeoutError would be a lost write
@@ -76,47 +71,45 @@ def reader_holds_file(data_dir: Path, hold_s: float) -> CaseResult:
 WRITER = textwrap.dedent(
     """
     import json, sys
-    from llem_pipeline.storage import PARTITIONED_TABLES, ResultStore
-    db, data_dir, job = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    store = ResultStore(db, data_dir=data_dir, lock_timeout_s=600)
-    for folder, day, h, run_id in job:
-        store.write_run_folder(folder, run_date=day, config_hash=h, run_id=run_id)
+    from llem_pipeline.storage import ResultStore
+    from llem_pipeline_tests.storage.record_factory import make_config, make_record
+    db, job = sys.argv[1], json.loads(sys.argv[2])
+    store = ResultStore(db, lock_timeout_s=600)
+    for model, batch_size, day, run_id, n, seed in job:
+        config = make_config(model=model, batch_size=batch_size)
+        store.write_run(make_record(config, run_date=day, run_id=run_id, n_samples=n, seed=seed))
     print("done", len(job), flush=True)
     """
 )
 
 
 def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseResult:
-    """``writers`` processes each write ``partitions`` partitions of their own plus one shared partition,
-    all at once: every partition present exactly once, the shared one holding exactly one writer's run.
-    A writer's WriteVerificationError (rows counted back wrong) fails it with the message; a
-    WriteVerificationWarning (a committed write counted back wrong, rewritten) also fails the case, and
-    so does any discrepancy the store's audit finds (partition_manifest sums vs the tables, the audit
-    per partition and against the write journal, a PartitionLostWarning in a writer)."""
-    res = CaseResult(f"{writers} writers x {partitions} partitions")
-    store = ResultStore(data_dir / "llem.duckdb", data_dir=data_dir, lock_timeout_s=600)
+    """``writers`` processes each write ``partitions`` runs of their own (one config, one run per day) plus one
+    run of a config and day they all share, all at once: every run present exactly once and whole, the
+    shared config and day holding every writer's run. A writer's WriteVerificationError (rows counted back
+    wrong) fails it with the message; a WriteVerificationWarning (a committed write counted back wrong,
+    rewritten) also fails the case, and so does any discrepancy the store's audit finds (partition_manifest
+    sums vs the tables, the audit per run and against the write journal, a PartitionLostWarning in a writer)."""
+    res = CaseResult(f"{writers} writers x {partitions} runs")
+    store = ResultStore(data_dir / "llem.duckdb", lock_timeout_s=600)
     store.ensure_schema()
-    shared = make_config(model="shared")
-    shared_hash = compute_measurement_config_hash(shared)
+    shared_hash = compute_measurement_config_hash(make_config(model="shared"))
     shared_day = "2026-12-31"
-    jobs: list[list[tuple[str, str, str, str]]] = []
+    jobs: list[list[tuple[str, int, str, str, int, int]]] = []
     expected_samples = 0
-    expected_keys = {(shared_day, shared_hash)}
+    expected_runs = set()
     for w in range(writers):
-        config = make_config(batch_size=w + 1, model="concurrent")
-        h = compute_measurement_config_hash(config)
         job = []
         for p in range(partitions):
             day = f"{2020 + p // 300}-{1 + (p // 28) % 12:02d}-{1 + p % 28:02d}"
             n = 20 + p % 7
-            folder = write_run_folder(data_dir, config=config, run_date=day, run_id=f"w{w}", n_samples=n, seed=p)
             expected_samples += n
-            expected_keys.add((day, h))
-            job.append((str(folder), day, h, f"w{w}"))
-        folder = write_run_folder(data_dir, config=shared, run_date=shared_day, run_id=f"shared-w{w}", n_samples=30)
-        job.insert(len(job) // 2, (str(folder), shared_day, shared_hash, f"shared-w{w}"))
+            expected_runs.add(f"w{w}-{p}")
+            job.append(("concurrent", w + 1, day, f"w{w}-{p}", n, p))
+        job.insert(len(job) // 2, ("shared", 1, shared_day, f"shared-w{w}", 30, 0))
+        expected_runs.add(f"shared-w{w}")
         jobs.append(job)
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), str(data_dir), json.dumps(job)],
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.path), json.dumps(job)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
              for job in jobs]
     failed = []
@@ -131,22 +124,21 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
         if p.returncode != 0 or out.strip() != f"done {partitions + 1}":
             last = err.strip().splitlines()[-1] if err.strip() else ""
             failed.append(f"writer {w}: rc {p.returncode} stdout {out[-200:]!r} {last[:600]}")
-    expected = writers * partitions + 1
-    got = store.query("SELECT count(*) AS n, count(DISTINCT (run_date, config_hash)) AS k "
+    expected = writers * (partitions + 1)
+    got = store.query("SELECT count(*) AS n, count(DISTINCT (config_hash, hardware_id, run_id)) AS k "
                       "FROM experiment_results").to_pylist()[0]
-    dupes = store.query("SELECT count(*) AS n FROM (SELECT run_date, config_hash FROM experiment_results "
+    dupes = store.query("SELECT count(*) AS n FROM (SELECT config_hash, hardware_id, run_id FROM experiment_results "
                         "GROUP BY ALL HAVING count(*) > 1)").column("n")[0].as_py()
     samples = store.query("SELECT count(*) AS n FROM power_samples WHERE run_id LIKE 'w%'").column("n")[0].as_py()
-    shared_ids = {t: store.query(f"SELECT DISTINCT run_id FROM {t} WHERE run_date = ? AND config_hash = ?",
-                                 [shared_day, shared_hash]).column("run_id").to_pylist()
+    shared_ids = {t: sorted(store.query(f"SELECT DISTINCT run_id FROM {t} WHERE run_date = ? AND config_hash = ?",
+                                        [shared_day, shared_hash]).column("run_id").to_pylist())
                   for t in ("experiment_results", "power_samples", "requests", "baselines", "process_results")}
-    one_winner = len({tuple(v) for v in shared_ids.values()}) == 1 and all(len(v) == 1 for v in shared_ids.values())
-    present = {(str(r["run_date"]), r["config_hash"]) for r in store.query(
-        "SELECT DISTINCT run_date, config_hash FROM experiment_results").to_pylist()}
-    missing = sorted(expected_keys - present)
+    every_writer = all(v == sorted(f"shared-w{w}" for w in range(writers)) for v in shared_ids.values())
+    present = set(store.query("SELECT DISTINCT run_id FROM experiment_results").column("run_id").to_pylist())
+    missing = sorted(expected_runs - present)
     lost = max(0, expected - got["k"]) + dupes + abs(expected_samples - samples)
-    # The store's own account (issue 7): the manifest sums equal the tables, the audit (manifest per
-    # partition + write journal) finds nothing, and no writer was warned of a lost partition.
+    # The store's own account: the manifest sums equal the tables, the audit (manifest per run + write
+    # journal) finds nothing, and no writer was warned of a lost run.
     manifest = {r["table_name"]: r["n"] for r in store.query(
         "SELECT table_name, sum(row_count)::BIGINT AS n FROM partition_manifest GROUP BY 1").to_pylist()}
     counts = store.row_counts()
@@ -155,28 +147,27 @@ def concurrent_writers(data_dir: Path, writers: int, partitions: int) -> CaseRes
     warned = [f"writer {w}: {line.strip()[:300]}" for w, e in enumerate(errs) for line in e.splitlines()
               if "PartitionLostWarning" in line]
     ok = (not failed and not recovered and got["n"] == expected and got["k"] == expected and dupes == 0
-          and one_winner and lost == 0 and manifest_ok and not findings and not warned)
+          and every_writer and lost == 0 and manifest_ok and not findings and not warned)
     res.record(ok, f"failed {failed}; verification recoveries {recovered[:3]}; results {got} of {expected}; "
-                   f"missing {missing[:5]}; duplicated partitions {dupes}; "
-                   f"samples {samples} of {expected_samples}; shared partition {shared_ids}; "
+                   f"missing {missing[:5]}; duplicated runs {dupes}; "
+                   f"samples {samples} of {expected_samples}; shared config and day {shared_ids}; "
                    f"manifest {manifest} vs tables {counts}; audit {len(findings)} finding(s) "
-                   f"{[str(f) for f in findings[:5]]}; lost-partition warnings {warned[:3]}",
+                   f"{[str(f) for f in findings[:5]]}; lost-run warnings {warned[:3]}",
                rows_lost=lost, unhandled=tracebacks)
     return res
 
 
-
-
 def sigkill_during_writes(data_dir: Path, kills: int, seed: int = 0) -> CaseResult:
-    """SIGKILL a process that rewrites one partition in a loop, ``kills`` times at random moments: after each
-    kill the file opens and the partition holds exactly one run's rows in every table (old or new, never half)."""
+    """SIGKILL a process that writes two runs of one config in a loop (each replacing its own rows), ``kills``
+    times at random moments: after each kill the file opens and every run stored holds exactly its own rows
+    in every table (old or new, never half), and a run written before is untouched."""
     res = CaseResult(f"SIGKILL during writes x{kills}")
-    h = "00000000000000aa"
-    store = ResultStore(data_dir / "crash.duckdb", data_dir=data_dir, lock_timeout_s=60)
-    store.write_tables(DAY, h, "old", {"power_samples": timeseries_table(1000), "requests": requests_table(4)})
+    store = ResultStore(data_dir / "crash.duckdb", lock_timeout_s=60)
+    config = make_config(model="crash")
+    store.write_run(make_record(config, run_date=DAY, run_id="old", n_samples=1000, n_requests=4))
     rng = random.Random(seed)
     for k in range(kills):
-        proc = subprocess.Popen([sys.executable, "-c", REWRITING_WRITER, str(store.path), DAY, h], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-c", REWRITING_WRITER, str(store.path), DAY], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
         assert proc.stdout is not None
         ready = proc.stdout.readline().strip() == "ready"
@@ -184,20 +175,21 @@ def sigkill_during_writes(data_dir: Path, kills: int, seed: int = 0) -> CaseResu
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=30)
         try:
-            ids = {t: store.query(f"SELECT DISTINCT run_id FROM {t} WHERE run_date = ? AND config_hash = ?", [DAY, h])
-                   .column("run_id").to_pylist() for t in ("power_samples", "requests")}
-            counts = store.row_counts()
-            run = ids["requests"][0] if len(ids["requests"]) == 1 else None
-            ok = ready and ids["power_samples"] == ids["requests"] and run is not None and (
-                (counts["power_samples"], counts["requests"]) == SIZES[run])
-            res.record(ok, f"kill {k}: runs {ids}, counts {counts}", rows_lost=int(not ok),
-                       unhandled=count_tracebacks(err))
+            counts = {t: {r["run_id"]: r["n"] for r in store.query(
+                f"SELECT run_id, count(*) AS n FROM {t} GROUP BY ALL").to_pylist()}
+                for t in ("experiment_results", "power_samples", "requests")}
+            runs = set(counts["experiment_results"])
+            whole = all(counts["experiment_results"][r] == 1 and r in SIZES
+                        and (counts["power_samples"].get(r), counts["requests"].get(r)) == SIZES[r] for r in runs)
+            ok = (ready and "old" in runs and whole
+                  and set(counts["power_samples"]) == set(counts["requests"]) == runs)
+            res.record(ok, f"kill {k}: rows per run {counts}", rows_lost=int(not ok), unhandled=count_tracebacks(err))
         except Exception as exc:
             res.record(False, f"kill {k}: the file does not open: {type(exc).__name__}: {exc}", rows_lost=1)
     # the file still takes writes afterwards
     try:
-        store.write_tables(DAY, h, "after", {"power_samples": timeseries_table(10), "requests": requests_table(2)})
-        ok = store.row_counts()["requests"] == 2
+        store.write_run(make_record(config, run_date=DAY, run_id="after", n_samples=10, n_requests=2))
+        ok = store.query("SELECT count(*) AS n FROM requests WHERE run_id = 'after'").column("n")[0].as_py() == 2
     except Exception as exc:
         ok = False
         res.notes.append(f"write after the kills failed: {exc}")

@@ -1,4 +1,4 @@
-"""SIGKILL in the middle of writes: the database reopens with the old or the new partition, never half."""
+"""SIGKILL in the middle of writes: the database reopens with every run whole (old or new rows), never half."""
 
 from __future__ import annotations
 
@@ -13,41 +13,42 @@ from pathlib import Path
 import pytest
 
 from llem_pipeline.storage import ResultStore
+from llem_pipeline_tests.storage.record_factory import make_config, make_record
 from llem_pipeline_tests.storage.rewriting_writer import SIZES, WRITER
-from llem_pipeline_tests.storage.run_folder_factory import requests_table, timeseries_table
 
-KILLS = int(os.environ.get("LLEM_CRASH_KILLS", "3"))  # issue 7 asks 20: LLEM_CRASH_KILLS=20
+KILLS = int(os.environ.get("LLEM_CRASH_KILLS", "3"))  # a longer soak: LLEM_CRASH_KILLS=20
 
 DAY = "2026-11-01"
-H = "00000000000000aa"
 
 
-def _consistent(store: ResultStore) -> str:
-    ids = {
-        t: store.query(f"SELECT DISTINCT run_id FROM {t} WHERE run_date = ? AND config_hash = ?", [DAY, H])
-        .column("run_id").to_pylist()
-        for t in ("power_samples", "requests")
+def runs_are_whole(store: ResultStore) -> set[str]:
+    """Assert every stored run holds exactly its own rows in every table; return the run ids stored."""
+    counts = {
+        t: {r["run_id"]: r["n"] for r in store.query(f"SELECT run_id, count(*) AS n FROM {t} GROUP BY ALL").to_pylist()}
+        for t in ("experiment_results", "power_samples", "requests")
     }
-    assert ids["power_samples"] == ids["requests"] and len(ids["requests"]) == 1, ids
-    run_id = ids["requests"][0]
-    counts = store.row_counts()
-    assert (counts["power_samples"], counts["requests"]) == SIZES[run_id], (run_id, counts)
-    return run_id
+    runs = set(counts["experiment_results"])
+    assert set(counts["power_samples"]) == set(counts["requests"]) == runs, counts
+    for run in runs:
+        assert counts["experiment_results"][run] == 1, (run, counts)
+        assert (counts["power_samples"][run], counts["requests"][run]) == SIZES[run], (run, counts)
+    assert "old" in runs
+    return runs
 
 
 @pytest.mark.slow
-def test_sigkill_during_writes_leaves_old_or_new_rows(store: ResultStore) -> None:
-    store.write_tables(DAY, H, "old", {"power_samples": timeseries_table(1000), "requests": requests_table(4)})
+def test_sigkill_during_writes_leaves_every_run_whole(store: ResultStore) -> None:
+    store.write_run(make_record(make_config(model="crash"), run_date=DAY, run_id="old", n_samples=1000, n_requests=4))
     rng = random.Random(0)
     seen: set[str] = set()
     for _ in range(KILLS):
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(store.path), DAY, H], stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", WRITER, str(store.path), DAY], stdout=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[2],
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        seen.add(_consistent(store))
+        seen |= runs_are_whole(store)
     assert seen <= set(SIZES)

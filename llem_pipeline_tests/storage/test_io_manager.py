@@ -6,19 +6,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from llem_pipeline.domain import EnvironmentSnapshot, ExperimentResult, compute_measurement_config_hash
-from llem_pipeline.storage import ResultStore, StorageError, journal
-from llem_pipeline.storage.io_manager import LlemDuckDBIOManager, split_partition_key, table_for
-from llem_pipeline_tests.storage.run_folder_factory import (
-    make_config,
-    make_environment,
-    make_result,
-    timeseries_table,
-)
+from llem_pipeline.domain import ExperimentResult, compute_measurement_config_hash
+from llem_pipeline.storage import ResultStore, RunRecord, StorageError, journal
+from llem_pipeline.storage.io_manager import LlemDuckDBIOManager, split_partition_key
+from llem_pipeline_tests.storage.record_factory import make_config, make_record, timeseries_table
 
 DAY = "2026-11-01"
 START = datetime(2026, 11, 1, 2, tzinfo=UTC)
@@ -59,85 +53,76 @@ def _in(upstream, key, instance):
     )
 
 
+def _record(config, run_id: str = RUN_ID, n_samples: int = 40) -> RunRecord:
+    return make_record(config, run_date=DAY, run_id=run_id, start=START, n_samples=n_samples)
+
+
 @pytest.mark.slow
-def test_round_trip_of_every_output_type(setup) -> None:
+def test_a_run_record_round_trips_through_every_table(setup) -> None:
     config, _h, instance, db, io, key = setup
-    result, procs = make_result(config, start=START)
-    env = make_environment()
-    baseline = {
-        "devices": [{"uuid": "GPU-fab-0000", "power_w": 51.5}], "total_power_w": 51.5, "duration_s": 1.0,
-        "sample_count": 10, "measured_at": "2026-11-01T01:59:00+00:00", "provenance": "fresh",
-        "cache_age_s": None, "device_kind": "simulated",
-    }
-    samples = timeseries_table(40)
-    outputs = {
-        "experiment_results": result,
-        "raw_process_results": procs,
-        "environment_snapshot": env,
-        "baseline_power": baseline,
-        "power_timeseries": samples,
-    }
-    expected_rows = {"experiment_results": 1, "raw_process_results": 1, "environment_snapshot": 1,
-                     "baseline_power": 1, "power_timeseries": 40}
-    for asset, obj in outputs.items():
-        ctx = _out(asset, key, instance)
-        io.handle_output(ctx, obj)
-        meta = ctx.get_logged_metadata()
-        assert meta["dagster/partition_row_count"].value == expected_rows[asset]
-        assert meta["table"].value == table_for(asset)
-        loaded = io.load_input(_in(_out(asset, key, instance), key, instance))
-        if isinstance(obj, pa.Table):
-            assert loaded.equals(obj.cast(loaded.schema)) and loaded.num_rows == 40
-        else:
-            assert loaded == obj
+    record = _record(config)
+    ctx = _out("experiment_results", key, instance)
+    io.handle_output(ctx, record)
+    meta = ctx.get_logged_metadata()
+    assert meta["dagster/partition_row_count"].value == 1 and meta["table"].value == "experiment_results"
+    assert meta["hardware_id"].value == record.hardware_id
+    expected = {"experiment_results": record.result, "raw_process_results": record.processes,
+                "environment_snapshot": record.environment, "baseline_power": record.baseline}
+    for asset, obj in expected.items():
+        assert io.load_input(_in(_out(asset, key, instance), key, instance)) == obj, asset
+    samples = io.load_input(_in(_out("power_timeseries", key, instance), key, instance))
+    assert samples.num_rows == 40 and samples.equals(record.power_samples.cast(samples.schema))
     counts = ResultStore(db).row_counts()
     assert counts["experiment_results"] == 1 and counts["power_samples"] == 40
     assert ResultStore(db).query("SELECT DISTINCT run_id FROM power_samples").column("run_id").to_pylist() == [RUN_ID]
 
 
-def test_rematerialising_replaces_the_partition(setup) -> None:
-    _config, _h, instance, db, io, key = setup
-    for n in (40, 25, 25):
-        io.handle_output(_out("power_timeseries", key, instance), timeseries_table(n))
+def test_rematerialising_a_run_replaces_it_and_a_new_run_is_added(setup) -> None:
+    config, _h, instance, db, io, key = setup
+    for n in (40, 25):
+        io.handle_output(_out("power_timeseries", key, instance), _record(config, n_samples=n))
     assert ResultStore(db).row_counts()["power_samples"] == 25
+    io.handle_output(_out("power_timeseries", key, instance), _record(config, run_id="another-run", n_samples=10))
+    assert ResultStore(db).row_counts()["power_samples"] == 35
 
 
 def test_outputs_go_through_the_stores_writer_lock_manifest_and_journal(setup) -> None:
     # The I/O manager writes through ResultStore._write: the writer lock file exists (released), the
     # manifest and the journal hold each materialisation, the audit finds nothing.
-    _config, h, instance, db, io, key = setup
+    config, h, instance, db, io, key = setup
     for n in (40, 25):
-        io.handle_output(_out("power_timeseries", key, instance), timeseries_table(n))
+        io.handle_output(_out("power_timeseries", key, instance), _record(config, n_samples=n))
     store = ResultStore(db)
     assert store.write_lock_path.is_file() and store.write_lock_path.read_text() == ""
-    rows = store.query("SELECT table_name, config_hash, run_id, row_count, write_seq FROM partition_manifest").to_pylist()
-    assert rows == [{"table_name": "power_samples", "config_hash": h, "run_id": RUN_ID, "row_count": 25, "write_seq": 2}]
-    assert [(e["seq"], e["rows"]) for e in journal.read_entries(store.journal_path)] == [(1, 40), (2, 25)]
+    rows = store.query("SELECT config_hash, run_id, row_count, write_seq FROM partition_manifest "
+                       "WHERE table_name = 'power_samples'").to_pylist()
+    assert rows == [{"config_hash": h, "run_id": RUN_ID, "row_count": 25, "write_seq": 2}]
+    assert [(e["seq"], e["rows"]) for e in journal.read_entries(store.journal_path) if e["table"] == "power_samples"] == [
+        (1, 40), (2, 25)]
     assert store.audit() == []
 
 
-def test_wrong_types_and_unknown_assets_are_refused(setup) -> None:
-    _config, _h, instance, _db, io, key = setup
-    with pytest.raises(StorageError, match="cannot store a EnvironmentSnapshot in table 'experiment_results'"):
-        io.handle_output(_out("experiment_results", key, instance), make_environment())
+def test_wrong_types_other_partitions_and_unknown_assets_are_refused(setup) -> None:
+    config, _h, instance, _db, io, key = setup
+    with pytest.raises(StorageError, match=r"cannot store a Table from asset power_timeseries.*return a RunRecord"):
+        io.handle_output(_out("power_timeseries", key, instance), timeseries_table(1))
     with pytest.raises(StorageError, match="has no llem table"):
-        io.handle_output(_out("something_else", key, instance), timeseries_table(1))
+        io.handle_output(_out("something_else", key, instance), _record(config))
     with pytest.raises(StorageError, match="not one of the llem tables"):
         io.handle_output(
             _out("x", key, instance, definition_metadata={"llem_table": "requests; DROP TABLE baselines"}),
-            timeseries_table(1),
+            _record(config),
         )
-    other = make_config(batch_size=4)
-    result, _ = make_result(other)
+    other = make_record(make_config(batch_size=4), run_date=DAY)
     with pytest.raises(StorageError, match="differs from the partition"):
-        io.handle_output(_out("experiment_results", key, instance), result)
+        io.handle_output(_out("experiment_results", key, instance), other)
 
 
 def test_llem_table_metadata_overrides_the_asset_name(setup) -> None:
-    _config, _h, instance, db, io, key = setup
+    config, _h, instance, _db, io, key = setup
     ctx = _out("my_samples", key, instance, definition_metadata={"llem_table": "power_samples"})
-    io.handle_output(ctx, timeseries_table(7))
-    assert ResultStore(db).row_counts()["power_samples"] == 7
+    io.handle_output(ctx, _record(config, n_samples=7))
+    assert ctx.get_logged_metadata()["dagster/partition_row_count"].value == 7
 
 
 def test_split_partition_key_forms() -> None:
@@ -157,39 +142,33 @@ def test_materialize_partitioned_assets_on_a_test_instance(tmp_path: Path) -> No
     h = compute_measurement_config_hash(config)
     partitions = _partitions()
 
-    @dg.asset(partitions_def=partitions, io_manager_key="llem_io", metadata={"study": "demo"})
-    def experiment_results(context) -> ExperimentResult:
+    @dg.asset(partitions_def=partitions, io_manager_key="llem_io")
+    def experiment_results(context) -> RunRecord:
         keys = context.partition_key.keys_by_dimension
         assert keys["config"] == h
-        result, _ = make_result(config, start=START)
-        return result
-
-    @dg.asset(partitions_def=partitions, io_manager_key="llem_io")
-    def environment_snapshot() -> EnvironmentSnapshot:
-        return make_environment()
-
-    @dg.asset(partitions_def=partitions, io_manager_key="llem_io")
-    def power_timeseries() -> pa.Table:
-        return timeseries_table(33)
+        return make_record(config, run_date=keys["date"], run_id=context.run.run_id, start=START, n_samples=33,
+                           study="demo")
 
     @dg.asset(partitions_def=partitions)
-    def summary(experiment_results: ExperimentResult, power_timeseries: pa.Table) -> dict:
-        return {"tokens": experiment_results.total_tokens, "samples": power_timeseries.num_rows}
+    def summary(experiment_results: ExperimentResult) -> dict:
+        return {"tokens": experiment_results.total_tokens}
 
     db = tmp_path / "llem.duckdb"
     resources = {"llem_io": LlemDuckDBIOManager(duckdb=DuckDBResource(database=str(db)))}
     key = dg.MultiPartitionKey({"date": DAY, "config": h})
+    run_ids = []
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("experiments", [h])
-        assets = [experiment_results, environment_snapshot, power_timeseries, summary]
-        for _ in range(2):  # twice: re-materialising must not duplicate rows
-            res = dg.materialize(assets, partition_key=key, instance=instance, resources=resources)
+        for _ in range(2):  # twice: every run is kept
+            res = dg.materialize([experiment_results, summary], partition_key=key, instance=instance, resources=resources)
             assert res.success
-        assert res.output_for_node("summary") == {"tokens": 1024, "samples": 33}
-        mats = res.asset_materializations_for_node("power_timeseries")
-        assert mats[0].metadata["dagster/partition_row_count"].value == 33
+            run_ids.append(res.run_id)
+        assert res.output_for_node("summary") == {"tokens": 1024}
+        mats = res.asset_materializations_for_node("experiment_results")
+        assert mats[0].metadata["dagster/partition_row_count"].value == 1
     store = ResultStore(db)
     counts = store.row_counts()
-    assert counts["experiment_results"] == 1 and counts["power_samples"] == 33 and counts["environment_snapshots"] == 1
-    row = store.query("SELECT run_id, study FROM experiment_results").to_pylist()[0]
-    assert row["study"] == "demo" and row["run_id"] == res.run_id
+    assert counts["experiment_results"] == 2 and counts["power_samples"] == 66 and counts["environment_snapshots"] == 2
+    rows = store.query("SELECT run_id, study FROM experiment_results ORDER BY end_time, run_id").to_pylist()
+    assert sorted(r["run_id"] for r in rows) == sorted(run_ids) and {r["study"] for r in rows} == {"demo"}
+    assert store.query("SELECT n_runs FROM efficiency").column("n_runs").to_pylist() == [2]

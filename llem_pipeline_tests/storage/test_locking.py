@@ -16,7 +16,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import LockTimeoutError, ResultStore
 from llem_pipeline.storage.locking import (
     backoff_delays,
@@ -25,9 +24,9 @@ from llem_pipeline.storage.locking import (
     write_lock,
     write_lock_path,
 )
-from llem_pipeline_tests.storage.run_folder_factory import make_config, requests_table, write_run_folder
+from llem_pipeline_tests.storage.record_factory import make_config, make_record
 
-HOLD_S = float(os.environ.get("LLEM_HOLD_S", "2"))  # issue 7 asks 30 s: LLEM_HOLD_S=30
+HOLD_S = float(os.environ.get("LLEM_HOLD_S", "2"))  # a 30 s hold, as in a long query: LLEM_HOLD_S=30
 LOCK_MSG = 'IO Error: Could not set lock on file "x.duckdb": Conflicting lock is held in python (PID 1)'
 
 
@@ -113,17 +112,15 @@ def _closed_at(holder: subprocess.Popen) -> float:
     return _stamped(holder, "closing")
 
 
-def test_write_lands_after_a_reader_releases_the_file(store: ResultStore, data_dir: Path) -> None:
+def test_write_lands_after_a_reader_releases_the_file(store: ResultStore) -> None:
     store.ensure_schema()
-    config = make_config()
-    h = compute_measurement_config_hash(config)
-    folder = write_run_folder(data_dir, config=config)
+    record = make_record(make_config())
     holder = _holder(store.path, HOLD_S, read_only=True)
     try:
-        impatient = ResultStore(store.path, data_dir=data_dir, lock_timeout_s=0.3)
+        impatient = ResultStore(store.path, lock_timeout_s=0.3)
         with pytest.raises(LockTimeoutError, match="stayed locked"):
-            impatient.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
-        counts = store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
+            impatient.write_run(record)
+        counts = store.write_run(record)
         landed = time.time()
     finally:
         closed = _closed_at(holder)
@@ -144,7 +141,7 @@ def test_query_waits_while_a_writer_holds_the_file(store: ResultStore) -> None:
     assert table.column("n").to_pylist() == [0]
 
 
-# -- the store's cross-process writer lock (locking.write_lock, issue 7) ------------------------------
+# -- the store's cross-process writer lock (locking.write_lock) ---------------------------------------
 LOCK_HOLDER = textwrap.dedent(
     """
     import sys, time
@@ -170,15 +167,13 @@ def _released_at(holder: subprocess.Popen) -> float:
     return _stamped(holder, "releasing")
 
 
-def test_a_write_waits_for_the_writer_lock_of_another_process_then_lands(store: ResultStore, data_dir: Path) -> None:
+def test_a_write_waits_for_the_writer_lock_of_another_process_then_lands(store: ResultStore) -> None:
     store.ensure_schema()
-    config = make_config()
-    h = compute_measurement_config_hash(config)
-    folder = write_run_folder(data_dir, config=config)
+    record = make_record(make_config())
     holder = _lock_holder(store.path, 1.5)
     try:
         assert write_lock_path(store.path).read_text().strip() == str(holder.pid)  # the holder's pid, for the error
-        counts = store.write_run_folder(folder, run_date="2026-11-01", config_hash=h, run_id="run-0001")
+        counts = store.write_run(record)
         landed = time.time()
     finally:
         released = _released_at(holder)
@@ -189,19 +184,19 @@ def test_a_write_waits_for_the_writer_lock_of_another_process_then_lands(store: 
 
 def test_writer_lock_timeout_names_the_lock_file_and_the_holders_pid(store: ResultStore) -> None:
     store.ensure_schema()
-    holder = _lock_holder(store.path, 3.0)
+    holder = _lock_holder(store.path, 60.0)  # killed below; far longer than the wait
     try:
         impatient = ResultStore(store.path, lock_timeout_s=0.4)
         t0 = time.monotonic()
         with pytest.raises(LockTimeoutError) as info:
-            impatient.write_tables("2026-11-01", "00000000000000aa", "r", {"requests": requests_table(2)})
+            impatient.write_run(make_record(n_requests=2))
         waited = time.monotonic() - t0
     finally:
         holder.kill()
         holder.communicate(timeout=30)
     msg = str(info.value)
     assert str(write_lock_path(store.path)) in msg and f"pid {holder.pid}" in msg and "LLEM_DUCKDB_LOCK_TIMEOUT_S" in msg
-    assert 0.4 <= waited < 3.0  # bounded by lock_timeout_s, not by the holder
+    assert 0.4 <= waited < 60.0  # bounded by lock_timeout_s, not by the holder
 
 
 class PausingStore(ResultStore):
@@ -222,8 +217,7 @@ def test_the_writer_lock_covers_the_whole_write_from_open_to_close(store: Result
     store.ensure_schema()
     inside, go = threading.Event(), threading.Event()
     pausing = PausingStore(store.path, lock_timeout_s=30, inside=inside, go=go)
-    writer = threading.Thread(target=pausing.write_tables,
-                              args=("2026-11-01", "00000000000000aa", "r", {"requests": requests_table(2)}))
+    writer = threading.Thread(target=pausing.write_run, args=(make_record(n_requests=2),))
     writer.start()
     try:
         assert inside.wait(30)
@@ -253,7 +247,7 @@ def test_the_writer_lock_survives_another_descriptor_of_the_file_being_closed(tm
         pass
 
 
-# -- the race the writer lock closes (issue 7), made deterministic with strace ---------------------
+# -- the race the writer lock closes, made deterministic with strace ---------------------------------
 # `strace -P <db> -e trace=fcntl -e inject=fcntl:delay_enter=3s` parks a process at DuckDB's F_SETLK on
 # the database file (the only fcntl on that path), after DuckDB has read the header, which it does
 # on a separate read-only descriptor first. strace's own output says when the process got there.
@@ -275,8 +269,8 @@ STORE_SECOND_WRITER = textwrap.dedent(
     """
     import sys
     from llem_pipeline.storage import ResultStore
-    from llem_pipeline_tests.storage.run_folder_factory import requests_table
-    ResultStore(sys.argv[1], lock_timeout_s=60).write_tables("2026-11-01", "00000000000000b2", "b", {"requests": requests_table(3)})
+    from llem_pipeline_tests.storage.record_factory import make_config, make_record
+    ResultStore(sys.argv[1], lock_timeout_s=60).write_run(make_record(make_config(model="b"), run_id="b", n_requests=3))
     print("done", flush=True)
     """
 )
@@ -336,7 +330,7 @@ def test_with_the_writer_lock_the_raced_writer_opens_the_file_only_after_the_oth
     store.ensure_schema()
     inside, go = threading.Event(), threading.Event()
     a = PausingStore(store.path, lock_timeout_s=60, inside=inside, go=go)
-    writer = threading.Thread(target=a.write_tables, args=("2026-11-01", "00000000000000a1", "a", {"requests": requests_table(2)}))
+    writer = threading.Thread(target=a.write_run, args=(make_record(make_config(model="a"), run_id="a", n_requests=2),))
     writer.start()
     assert inside.wait(30)  # A is inside its transaction, holding the writer lock
     b = _parked(store.path, STORE_SECOND_WRITER, write_lock_path(store.path))
@@ -354,6 +348,6 @@ def test_with_the_writer_lock_the_raced_writer_opens_the_file_only_after_the_oth
                 if str(store.path) + '"' in line and (m := stamp.search(line))]
     assert not any(str(store.path) + '"' in line for line in before)  # nothing read from the file while A was inside
     assert db_opens and min(db_opens) >= released - 0.05  # B's first header read came after A closed and let go
-    rows = store.query("SELECT config_hash, run_id, count(*) AS n FROM requests GROUP BY ALL ORDER BY ALL").to_pylist()
-    assert rows == [{"config_hash": "00000000000000a1", "run_id": "a", "n": 2}, {"config_hash": "00000000000000b2", "run_id": "b", "n": 3}]
+    rows = store.query("SELECT run_id, count(*) AS n FROM requests GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert rows == [{"run_id": "a", "n": 2}, {"run_id": "b", "n": 3}]
     assert store.audit() == []

@@ -12,6 +12,7 @@ from llem_pipeline.storage.schema import (
     BOOKKEEPING_TABLES,
     LATEST_VERSION,
     MIGRATIONS,
+    RUN_KEY_COLUMNS,
     apply_schema,
     checked_table,
     sql_text,
@@ -61,13 +62,17 @@ def test_every_table_and_column_is_documented(store: ResultStore) -> None:
     assert {v["view_name"] for v in view_comments if v["comment"]} == set(VIEWS)
 
 
-def test_partitioned_tables_have_partition_columns_first(store: ResultStore) -> None:
+def test_measurement_tables_carry_the_run_key(store: ResultStore) -> None:
     store.ensure_schema()
-    for table in PARTITIONED_TABLES:
+    for table in (*PARTITIONED_TABLES, "partition_manifest"):
         cols = store.query(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
-        ).column("column_name").to_pylist()
-        assert cols[:3] == ["run_date", "config_hash", "run_id"], table
+            "SELECT column_name, is_nullable FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+        ).to_pylist()
+        nullable = {c["column_name"]: c["is_nullable"] for c in cols}
+        assert {k: nullable.get(k) for k in RUN_KEY_COLUMNS} == dict.fromkeys(RUN_KEY_COLUMNS, False), table
+    identity = store.query("SELECT column_name FROM duckdb_columns() WHERE table_name = 'experiment_results'")
+    assert {"workload_hash", "cycle", "measurement_key", "label", "j_per_token", "tokens_per_s"} <= set(
+        identity.column(0).to_pylist())
 
 
 def test_newer_database_is_refused(store: ResultStore) -> None:
@@ -97,28 +102,21 @@ def test_allow_list_accepts_known_tables() -> None:
         assert checked_table(t) == t
 
 
-def test_migration_2_backfills_previous_night_columns(tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
-    from llem_pipeline.storage.rows import experiment_result_row, rows_to_table
-    from llem_pipeline_tests.storage.run_folder_factory import make_config, make_result
-
-    db = tmp_path / "v1.duckdb"
-    con = duckdb.connect(str(db))
-    con.execute(sql_text("schema.sql"))
-    con.execute("INSERT INTO schema_version VALUES (1, now(), 'v1')")
-    config = make_config()
-    for day, energy in (("2026-11-01", 1000.0), ("2026-11-02", 1200.0)):
-        result, _ = make_result(config, start=datetime.fromisoformat(day).replace(hour=2, tzinfo=UTC))
-        result = result.model_copy(update={"avg_energy_per_token_j": energy / result.total_tokens})
-        con.register("_r", rows_to_table([experiment_result_row(result, day, "r")]))
-        con.execute("INSERT INTO experiment_results BY NAME SELECT * FROM _r")
+def test_a_migration_missing_below_the_highest_applied_one_is_applied(tmp_path: Path) -> None:
+    # Migrations merged from parallel branches: a database that recorded 1-4 and 6 still gets the others.
+    con = duckdb.connect(str(tmp_path / "gap.duckdb"))
+    con.execute("BEGIN")
+    apply_schema(con)
+    con.execute("DELETE FROM schema_version WHERE version = 3")
+    con.execute("DROP TABLE schema_views")
+    con.execute("COMMIT")
+    con.execute("BEGIN")
+    assert apply_schema(con) == LATEST_VERSION
+    con.execute("COMMIT")
+    versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+    assert versions == sorted(n for n, _, _ in MIGRATIONS)
+    assert con.execute("SELECT count(*) FROM schema_views").fetchone() == (1,)
     con.close()
-    store = ResultStore(db)
-    assert store.ensure_schema() == LATEST_VERSION
-    pct = store.query("SELECT j_per_token_change_pct FROM nightly_trend ORDER BY run_date")
-    assert pct.column(0).to_pylist()[0] is None
-    assert pct.column(0).to_pylist()[1] == pytest.approx(20.0)
 
 
 def test_views_are_recreated_only_when_views_sql_changed_or_a_view_is_missing(store: ResultStore) -> None:

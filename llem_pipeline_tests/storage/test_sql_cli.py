@@ -12,17 +12,16 @@ from llem_pipeline.cli import main
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import ResultStore
 from llem_pipeline.storage.sql_cli import main_sql, parse_param
-from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
+from llem_pipeline_tests.storage.record_factory import make_config, make_record
 
 
 @pytest.fixture
-def db(store: ResultStore, data_dir: Path) -> Path:
+def db(store: ResultStore) -> Path:
     for bs in (1, 8):
         config = make_config(batch_size=bs)
         h = compute_measurement_config_hash(config)
         store.upsert_configs("demo", {h: config})
-        store.write_run_folder(write_run_folder(data_dir, config=config), run_date="2026-11-01", config_hash=h,
-                               run_id="run-0001")
+        store.write_run(make_record(config))
     return store.path
 
 
@@ -34,9 +33,9 @@ def test_json_output_with_parameters(db: Path, capsys) -> None:
 
 
 def test_csv_output_of_a_view(db: Path, capsys) -> None:
-    assert main_sql(["SELECT setting, n_configs FROM efficiency ORDER BY setting", "--db", str(db),
+    assert main_sql(["SELECT setting, n_runs FROM efficiency ORDER BY setting", "--db", str(db),
                      "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["setting,n_configs", "batch_size=1,1", "batch_size=8,1"]
+    assert capsys.readouterr().out.splitlines() == ["setting,n_runs", "batch_size=1,1", "batch_size=8,1"]
 
 
 def test_table_output_through_the_llem_dispatcher(db: Path, capsys) -> None:
@@ -103,9 +102,9 @@ def test_parse_param() -> None:
     assert parse_param("abc") == "abc" and parse_param("2026-11-01") == "2026-11-01"
 
 
-def test_audit_reports_a_clean_file_and_then_a_lost_partition(db: Path, capsys) -> None:
+def test_audit_reports_a_clean_file_and_then_a_lost_run(db: Path, capsys) -> None:
     assert main_sql(["--audit", "--db", str(db)]) == 0
-    assert "every partition the store wrote" in capsys.readouterr().err
+    assert "every run the store wrote" in capsys.readouterr().err
     con = duckdb.connect(str(db))
     h = con.execute("SELECT min(config_hash) FROM experiment_results").fetchone()[0]
     con.execute("DELETE FROM experiment_results WHERE config_hash = ?", [h])
@@ -113,8 +112,8 @@ def test_audit_reports_a_clean_file_and_then_a_lost_partition(db: Path, capsys) 
     assert main_sql(["--audit", "--db", str(db), "--format", "json"]) == 1
     out = capsys.readouterr()
     rows = json.loads(out.out)
-    assert [(r["table"], r["config_hash"], r["expected_rows"], r["found_rows"], r["per"]) for r in rows] == [
-        ("experiment_results", h, 1, 0, "manifest")]
+    assert [(r["table"], r["config_hash"], r["hardware_id"], r["expected_rows"], r["found_rows"], r["per"])
+            for r in rows] == [("experiment_results", h, "simulated:Fabricated-GPU:x1", 1, 0, "manifest")]
     assert "1 discrepancy" in out.err
 
 

@@ -1,241 +1,249 @@
-"""ResultStore: idempotent partition writes, atomic failure, validation, reads, injection inertness."""
+"""ResultStore: one write path keyed by run (write_runs), atomic failure, validation, reads, injection inertness."""
 
 from __future__ import annotations
 
-import json
-from datetime import date
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
 import pytest
 
 from llem_pipeline.domain import compute_measurement_config_hash
-from llem_pipeline.storage import ReadOnlyViolation, ResultStore, RunFolderError, StorageError
+from llem_pipeline.storage import ReadOnlyViolation, ResultStore, RunRecord, StorageError
 from llem_pipeline.storage.rows import rows_to_table
-from llem_pipeline_tests.storage.run_folder_factory import (
-    make_config,
-    requests_table,
-    timeseries_table,
-    write_run_folder,
-)
+from llem_pipeline_tests.storage.record_factory import make_config, make_record, requests_table, with_result
 
 DAY = "2026-11-01"
+ALL_TABLES = ("experiment_results", "process_results", "environment_snapshots", "baselines", "power_samples", "requests")
 
 
-def _write(store: ResultStore, folder: Path, config_hash: str, run_id: str = "run-0001", day: str = DAY, **kw):
-    return store.write_run_folder(folder, run_date=day, config_hash=config_hash, run_id=run_id, **kw)
+def _rebuilt(record: RunRecord, **fields) -> RunRecord:
+    """Return ``record`` with some fields replaced (through the constructor, so validation runs)."""
+    return RunRecord(**{**{f: getattr(record, f) for f in record.__dataclass_fields__}, **fields})
 
 
-def test_write_run_folder_counts_rows_per_table(store: ResultStore, run_folder: tuple[Path, str]) -> None:
-    folder, h = run_folder
-    counts = _write(store, folder, h)
-    assert counts == {
-        "experiment_results": 1, "process_results": 1, "environment_snapshots": 1,
-        "baselines": 1, "power_samples": 100, "requests": 8,
-    }
+def _runs(store: ResultStore, table: str = "experiment_results") -> list[tuple]:
+    return [tuple(r.values()) for r in store.query(
+        f"SELECT run_date, hardware_id, run_id, count(*) AS n FROM {table} GROUP BY ALL ORDER BY ALL").to_pylist()]
+
+
+def test_write_run_counts_rows_per_table(store: ResultStore, record: RunRecord) -> None:
+    counts = store.write_run(record)
+    assert counts == {"experiment_results": 1, "process_results": 1, "environment_snapshots": 1,
+                      "baselines": 1, "power_samples": 100, "requests": 8}
     assert {k: v for k, v in store.row_counts().items() if k in counts} == counts
+    keys = store.query("SELECT DISTINCT run_date, config_hash, hardware_id, run_id FROM power_samples").to_pylist()
+    assert keys == [{"run_date": date(2026, 11, 1), "config_hash": record.config_hash,
+                     "hardware_id": "simulated:Fabricated-GPU:x1", "run_id": "run-0001"}]
 
 
-def test_writing_the_same_run_twice_leaves_row_counts_unchanged(store, run_folder) -> None:
-    folder, h = run_folder
-    _write(store, folder, h)
+def test_writing_the_same_run_twice_leaves_row_counts_unchanged(store, record) -> None:
+    store.write_run(record)
     before = store.row_counts()
-    _write(store, folder, h)
+    store.write_run(record)
     assert store.row_counts() == before
 
 
-def test_rewrite_with_new_run_id_replaces_the_partition(store, data_dir) -> None:
+def test_a_second_run_of_the_same_config_and_day_is_kept(store) -> None:
     config = make_config()
-    h = compute_measurement_config_hash(config)
-    _write(store, write_run_folder(data_dir, config=config, run_id="first", n_samples=50), h, "first")
-    _write(store, write_run_folder(data_dir, config=config, run_id="second", n_samples=70), h, "second")
-    ids = store.query("SELECT DISTINCT run_id FROM power_samples").column("run_id").to_pylist()
-    assert ids == ["second"]
-    assert store.row_counts()["power_samples"] == 70
-    assert store.row_counts()["experiment_results"] == 1
+    store.write_run(make_record(config, run_id="first", n_samples=50))
+    store.write_run(make_record(config, run_id="second", n_samples=70, seed=1))
+    assert _runs(store) == [(date(2026, 11, 1), "simulated:Fabricated-GPU:x1", "first", 1),
+                            (date(2026, 11, 1), "simulated:Fabricated-GPU:x1", "second", 1)]
+    assert store.row_counts()["power_samples"] == 120
 
 
-def test_other_partitions_are_untouched(store, data_dir) -> None:
+def test_a_retry_replaces_only_its_own_run(store) -> None:
     config = make_config()
-    h = compute_measurement_config_hash(config)
-    _write(store, write_run_folder(data_dir, config=config, run_date="2026-11-01"), h, day="2026-11-01")
-    _write(store, write_run_folder(data_dir, config=config, run_date="2026-11-02"), h, day="2026-11-02")
-    _write(store, write_run_folder(data_dir, config=config, run_date="2026-11-02"), h, day="2026-11-02")
+    store.write_runs([make_record(config, run_id="a", n_samples=50), make_record(config, run_id="b", n_samples=30)])
+    store.write_run(make_record(config, run_id="a", n_samples=10, n_requests=2))  # retry of run a
+    assert [tuple(r.values()) for r in store.query(
+        "SELECT run_id, count(*) AS n FROM power_samples GROUP BY ALL ORDER BY ALL").to_pylist()] == [("a", 10), ("b", 30)]
+    assert store.row_counts()["requests"] == 2 + 8
     assert store.row_counts()["experiment_results"] == 2
-    assert store.row_counts()["power_samples"] == 200
 
 
-def test_failure_mid_transaction_keeps_previous_rows(store, run_folder) -> None:
-    folder, h = run_folder
-    _write(store, folder, h)
+def test_a_retry_with_another_run_date_moves_the_run(store) -> None:
+    config = make_config()
+    store.write_run(make_record(config, run_id="a", run_date="2026-11-01"))
+    store.write_run(make_record(config, run_id="a", run_date="2026-11-02"))
+    for table in ALL_TABLES:
+        days = store.query(f"SELECT DISTINCT run_date FROM {table}").column("run_date").to_pylist()
+        assert days == [date(2026, 11, 2)], table
+    assert store.query("SELECT run_date FROM config_stats").column("run_date").to_pylist() == [date(2026, 11, 2)]
+    assert store.audit() == []
+
+
+def test_simulated_and_real_runs_of_one_config_and_day_never_replace_each_other(store) -> None:
+    config = make_config()
+    store.write_run(make_record(config, run_id="same-id", device_kind="nvml", gpu_name="NVIDIA H100 80GB HBM3"))
+    store.write_run(make_record(config, run_id="same-id", device_kind="simulated"))  # same run id, other hardware
+    assert _runs(store) == [(date(2026, 11, 1), "nvml:H100-80GB-HBM3:x1", "same-id", 1),
+                            (date(2026, 11, 1), "simulated:Fabricated-GPU:x1", "same-id", 1)]
+    assert _runs(store, "power_samples") == [(date(2026, 11, 1), "nvml:H100-80GB-HBM3:x1", "same-id", 100),
+                                             (date(2026, 11, 1), "simulated:Fabricated-GPU:x1", "same-id", 100)]
+
+
+def test_write_runs_writes_a_batch_in_one_transaction(store) -> None:
+    records = [make_record(make_config(batch_size=b), run_id=f"r{b}", n_samples=5 + b, seed=b) for b in range(1, 6)]
+    counts = store.write_runs(records)
+    assert counts["experiment_results"] == 5 and counts["power_samples"] == sum(5 + b for b in range(1, 6))
+    assert store.query("SELECT max(write_seq) AS s FROM partition_manifest").column("s").to_pylist() == [1]
+
+
+def test_failure_mid_transaction_keeps_previous_rows(store, record) -> None:
+    store.write_run(record)
     before = store.row_counts()
-    good = timeseries_table(500)
-    # The last insert fails inside the transaction (submit_s cannot be cast to DOUBLE) after the
-    # DELETEs and the samples INSERT already ran.
     requests = requests_table(3)
-    bad_requests = requests.set_column(
-        requests.schema.get_field_index("submit_s"), "submit_s", pa.array(["not-a-number"] * 3, pa.string())
-    )
+    bad = requests.set_column(requests.schema.get_field_index("submit_s"), "submit_s",
+                              pa.array(["not-a-number"] * 3, pa.string()))
+    # The requests INSERT fails inside the transaction (submit_s cannot be cast to DOUBLE) after the DELETEs
+    # and the other tables' INSERTs already ran.
     with pytest.raises(duckdb.ConversionException, match="not-a-number"):
-        store.write_tables(DAY, h, "run-0002", {"power_samples": good, "requests": bad_requests})
+        store.write_runs([_rebuilt(record, requests=bad),
+                          make_record(make_config(batch_size=2), run_id="other", n_requests=0)])
     assert store.row_counts() == before
     assert store.query("SELECT DISTINCT run_id FROM requests").column("run_id").to_pylist() == ["run-0001"]
 
 
-def test_unknown_column_is_refused_and_nothing_changes(store, run_folder) -> None:
-    folder, h = run_folder
-    _write(store, folder, h)
-    before = store.row_counts()
-    with pytest.raises(StorageError, match="unknown column"):
-        store.write_tables(DAY, h, "run-0002", {"requests": pa.table({"request_index": [1], "bogus": [2]})})
-    assert store.row_counts() == before
+def test_column_types_that_do_not_combine_are_refused_before_the_transaction(store, record) -> None:
+    requests = requests_table(3)
+    text = requests.set_column(requests.schema.get_field_index("submit_s"), "submit_s", pa.array(["1"] * 3))
+    with pytest.raises(StorageError, match=r"RunRecord.requests: the records' columns have types that do not combine"):
+        store.write_runs([_rebuilt(record, requests=text), make_record(make_config(batch_size=2), run_id="other")])
+    assert not store.path.exists() or store.row_counts()["experiment_results"] == 0
 
 
-def test_duplicate_columns_are_refused(store) -> None:
-    t = pa.table([pa.array([1]), pa.array([2])], names=["request_index", "request_index"])
+def test_unknown_or_duplicate_columns_are_refused(record) -> None:
+    with pytest.raises(StorageError, match=r"RunRecord.requests=\['bogus'\]: unknown column"):
+        _rebuilt(record, requests=pa.table({"request_index": [1], "bogus": [2]}))
+    with pytest.raises(StorageError, match=r"RunRecord.power_samples=\['run_id'\]: unknown column.*the store adds the keys"):
+        _rebuilt(record, power_samples=pa.table({"run_id": ["x"]}))
+    dup = pa.table([pa.array([1]), pa.array([2])], names=["request_index", "request_index"])
     with pytest.raises(StorageError, match="duplicate column"):
-        store.write_tables(DAY, "0123456789abcdef", "r1", {"requests": t})
-
-
-def test_partition_columns_must_match(store) -> None:
-    h = "0123456789abcdef"
-    t = pa.table({"run_date": [date(2026, 11, 2)], "request_index": [1]})
-    with pytest.raises(StorageError, match="run_date differs"):
-        store.write_tables(DAY, h, "r1", {"requests": t})
-    t = pa.table({"config_hash": ["fedcba9876543210"], "request_index": [1]})
-    with pytest.raises(StorageError, match="config_hash differs"):
-        store.write_tables(DAY, h, "r1", {"requests": t})
-    ok = pa.table({"run_date": [DAY], "config_hash": [h], "run_id": ["r1"], "request_index": [1]})
-    assert store.write_tables(DAY, h, "r1", {"requests": ok}) == {"requests": 1}
+        _rebuilt(record, requests=dup)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("fields", "match"),
     [
-        ({"run_id": "../../etc"}, "run_id"),
+        ({"run_id": "../../etc"}, r"RunRecord.run_id='../../etc'"),
         ({"run_id": "a b"}, "run_id"),
         ({"run_id": "x" * 65}, "run_id"),
         ({"config_hash": "0123456789ABCDEF"}, "config_hash"),
         ({"config_hash": "0123456789abcdef\n"}, "config_hash"),
-        ({"run_date": "2026-13-01"}, "run_date"),
+        ({"run_date": "2026-13-01"}, r"RunRecord.run_date='2026-13-01'.*YYYY-MM-DD"),
         ({"run_date": "2026-11-01; DROP TABLE requests"}, "run_date"),
+        ({"run_date": datetime(2026, 11, 1, tzinfo=UTC)}, "run_date"),
+        ({"hardware_id": "H100"}, r"RunRecord.hardware_id='H100'.*identity.hardware_id"),
+        ({"hardware_id": "nvml:H100;DROP:x1"}, "hardware_id"),
+        ({"workload_hash": "abc"}, "workload_hash"),
+        ({"workload_hash": "0" * 16}, r"workload_hash.*effective_config has workload hash"),
+        ({"cycle": -1}, "cycle"),
+        ({"cycle": True}, "cycle"),
+        ({"label": "two\nlines"}, "label"),
+        ({"measurement_key": ""}, "measurement_key"),
+        ({"study": "x" * 300}, "study"),
+        ({"result": "not a result"}, "result"),
+        ({"processes": ["not a process"]}, "processes"),
+        ({"environment": {"python_version": "3"}}, "environment"),
+        ({"baseline": {"devices": "none"}}, r"RunRecord.baseline: baseline 'devices'"),
+        ({"power_samples": [1, 2]}, "power_samples"),
     ],
 )
-def test_bad_partition_ids_are_rejected(store, kwargs, match) -> None:
-    args = {"run_date": DAY, "config_hash": "0123456789abcdef", "run_id": "r1", **kwargs}
+def test_bad_fields_are_refused_naming_field_and_value(record, fields, match) -> None:
     with pytest.raises(StorageError, match=match):
-        store.write_tables(args["run_date"], args["config_hash"], args["run_id"], {"requests": requests_table(1)})
+        _rebuilt(record, **fields)
 
 
-def test_unknown_table_is_rejected(store) -> None:
-    with pytest.raises(StorageError, match="not one of"):
-        store.write_tables(DAY, "0123456789abcdef", "r1", {"requests; DROP TABLE baselines": requests_table(1)})
-    with pytest.raises(StorageError, match="not one of"):
-        store.write_tables(DAY, "0123456789abcdef", "r1", {"experiment_configs": requests_table(1)})
+def test_result_of_another_config_is_refused(record) -> None:
+    other = make_record(make_config(batch_size=4))
+    with pytest.raises(StorageError, match=r"result.measurement_config_hash=.*must equal config_hash"):
+        _rebuilt(record, result=other.result)
 
 
-def test_run_folder_outside_data_dir_is_refused(store, tmp_path) -> None:
-    outside = tmp_path / "elsewhere"
-    config = make_config()
-    folder = write_run_folder(outside, config=config)
-    with pytest.raises(RunFolderError, match="outside the data dir"):
-        _write(store, folder, compute_measurement_config_hash(config))
+def test_a_simulated_result_cannot_be_stored_as_real_hardware(record) -> None:
+    with pytest.raises(StorageError, match=r"hardware_id='nvml:H100:x1'.*contradicts.*simulated"):
+        _rebuilt(record, hardware_id="nvml:H100:x1")
+
+
+def test_write_runs_refuses_empty_foreign_and_repeated_runs(store, record) -> None:
+    with pytest.raises(StorageError, match="at least one RunRecord"):
+        store.write_runs([])
+    with pytest.raises(StorageError, match=r"records\[0\] is a dict"):
+        store.write_runs([{"run_id": "x"}])  # type: ignore[list-item]
+    with pytest.raises(StorageError, match=r"records\[1\] repeats the run"):
+        store.write_runs([record, record])
+    with pytest.raises(StorageError, match="write_run takes one"):
+        store.write_runs(record)  # type: ignore[arg-type]
     assert not store.path.exists() or store.row_counts()["experiment_results"] == 0
 
 
-def test_run_folder_escaping_through_dotdot_or_symlink_is_refused(store, data_dir, tmp_path) -> None:
+def test_read_run_rejects_tables_outside_the_allow_list(store, record) -> None:
+    store.write_run(record)
+    with pytest.raises(StorageError, match="not one of"):
+        store.read_run("requests; DROP TABLE baselines", "run-0001")
+    with pytest.raises(StorageError, match="not one of"):
+        store.read_run("experiment_configs", "run-0001")
+    with pytest.raises(StorageError, match="run_id"):
+        store.read_run("requests", "x'; --")
+
+
+def test_missing_optional_parts_write_zero_rows(store) -> None:
+    record = make_record(with_baseline=False, with_environment=False, n_requests=0)
+    counts = store.write_run(_rebuilt(record, requests=pa.table({})))
+    assert counts["baselines"] == 0 and counts["requests"] == 0 and counts["environment_snapshots"] == 0
+
+
+def test_read_result_and_read_run_round_trip(store) -> None:
     config = make_config()
-    h = compute_measurement_config_hash(config)
-    folder = write_run_folder(tmp_path / "elsewhere", config=config)
-    with pytest.raises(RunFolderError, match="outside the data dir"):
-        _write(store, data_dir / ".." / "elsewhere" / folder.relative_to(tmp_path / "elsewhere"), h)
-    link = data_dir / "runs" / DAY / h
-    link.mkdir(parents=True)
-    (link / "run-0001").symlink_to(folder)
-    with pytest.raises(RunFolderError, match="outside the data dir"):
-        _write(store, link / "run-0001", h)
-
-
-def test_hash_mismatch_is_refused(store, data_dir) -> None:
-    folder = write_run_folder(data_dir, config=make_config())
-    with pytest.raises(RunFolderError, match="differs from config_hash"):
-        _write(store, folder, "0123456789abcdef")
-
-
-def test_invalid_result_json_names_the_file(store, run_folder) -> None:
-    folder, h = run_folder
-    data = json.loads((folder / "result.json").read_text())
-    del data["total_tokens"]
-    (folder / "result.json").write_text(json.dumps(data))
-    with pytest.raises(RunFolderError, match=r"result\.json: not a valid ExperimentResult[\s\S]*total_tokens"):
-        _write(store, folder, h)
-
-
-def test_folder_name_must_be_the_run_id(store, run_folder) -> None:
-    folder, h = run_folder
-    with pytest.raises(RunFolderError, match="named 'run-0001' but run_id='other'"):
-        _write(store, folder, h, run_id="other")
-
-
-def test_missing_optional_files_write_zero_rows(store, data_dir) -> None:
-    config = make_config()
-    folder = write_run_folder(data_dir, config=config, with_baseline=False, with_environment=False)
-    (folder / "requests.parquet").unlink()
-    counts = _write(store, folder, compute_measurement_config_hash(config))
-    assert counts["baselines"] == 0 and counts["requests"] == 0
-    assert counts["environment_snapshots"] == 0  # fabricated results carry no embedded snapshot
-
-
-def test_extra_parquet_column_is_refused(store, run_folder) -> None:
-    import pyarrow.parquet as pq
-
-    folder, h = run_folder
-    t = pq.read_table(folder / "timeseries.parquet").append_column("secret", pa.array(["x"] * 100))
-    pq.write_table(t, folder / "timeseries.parquet")
-    with pytest.raises(RunFolderError, match="unknown column"):
-        _write(store, folder, h)
-
-
-def test_read_result_round_trips(store, data_dir) -> None:
-    config = make_config()
-    h = compute_measurement_config_hash(config)
-    f1 = write_run_folder(data_dir, config=config, run_date="2026-11-01", seed=1)
-    f2 = write_run_folder(data_dir, config=config, run_date="2026-11-02", seed=2)
-    _write(store, f1, h, day="2026-11-01")
-    _write(store, f2, h, day="2026-11-02")
-    from llem_pipeline.domain import ExperimentResult
-
-    original = ExperimentResult.model_validate_json((f2 / "result.json").read_text())
-    assert store.read_result(h) == original
-    assert store.read_result(h, "2026-11-01").start_time.date() == date(2026, 11, 1)
+    first, second = make_record(config, run_id="r1", seed=1), make_record(config, run_id="r2", run_date="2026-11-02", seed=2)
+    store.write_runs([first, second])
+    assert store.read_result("r2") == second.result
+    assert store.read_result("r1", config_hash=first.config_hash, hardware_id=first.hardware_id) == first.result
     with pytest.raises(LookupError, match="no experiment result"):
-        store.read_result(h, "2026-10-01")
+        store.read_result("r3")
+    samples = store.read_run("power_samples", "r1")
+    assert samples.num_rows == 100 and samples.column("t_mono_s").to_pylist() == sorted(samples.column("t_mono_s").to_pylist())
+    assert store.read_run("requests", "r2").column("request_index").to_pylist() == list(range(8))
 
 
-def test_headline_columns_match_the_result(store, run_folder) -> None:
-    folder, h = run_folder
-    _write(store, folder, h)
+def test_read_result_of_a_run_id_shared_by_two_measurements_asks_which(store) -> None:
+    config = make_config()
+    store.write_run(make_record(config, run_id="shared"))
+    store.write_run(make_record(config, run_id="shared", device_kind="nvml", gpu_name="NVIDIA A100-SXM4-80GB"))
+    with pytest.raises(StorageError, match="several measurements"):
+        store.read_result("shared")
+    assert store.read_result("shared", hardware_id="nvml:A100-SXM4-80GB:x1").device_kind == "nvml"
+
+
+def test_headline_columns_use_the_shared_vocabulary(store, record) -> None:
+    store.write_run(_rebuilt(record, cycle=1, measurement_key="demo~batch_size=1~sim~4b4d87c9",
+                             label="demo · batch_size=1 · simulated"))
     row = store.query("SELECT * FROM experiment_results").to_pylist()[0]
-    res = store.read_result(h)
-    assert row["total_energy_j"] == res.total_energy_j
-    assert row["avg_energy_per_token_j"] == pytest.approx(res.total_energy_j / res.total_tokens)
-    assert row["total_tokens"] == res.total_tokens
+    res = record.result
+    assert "avg_energy_per_token_j" not in row and "avg_tokens_per_second" not in row
+    assert row["j_per_token"] == pytest.approx(res.avg_energy_per_token_j)
+    assert row["tokens_per_s"] == pytest.approx(res.avg_tokens_per_second)
+    assert row["total_energy_j"] == res.total_energy_j and row["total_tokens"] == res.total_tokens
     assert row["ttft_p50_ms"] == res.latency_stats.ttft.p50_ms
     assert row["is_simulated"] is True and row["device_kind"] == "simulated"
     assert row["batch_size"] == 1 and row["setting"] == "batch_size=1"
     assert row["start_time"] == res.start_time
     assert row["warnings"] == list(res.measurement_warnings)
+    assert (row["hardware_id"], row["workload_hash"], row["cycle"]) == (record.hardware_id, record.workload_hash, 1)
+    assert row["measurement_key"] == "demo~batch_size=1~sim~4b4d87c9" and row["label"] == "demo · batch_size=1 · simulated"
 
 
-def test_study_is_filled_from_experiment_configs(store, data_dir) -> None:
+def test_study_is_filled_from_experiment_configs(store) -> None:
     config = make_config()
     h = compute_measurement_config_hash(config)
     assert store.upsert_configs("demo", {h: config}) == 1
-    _write(store, write_run_folder(data_dir, config=config), h)
+    store.write_run(make_record(config))
     assert store.query("SELECT study FROM experiment_results").column("study").to_pylist() == ["demo"]
-    _write(store, write_run_folder(data_dir, config=config, run_id="r2"), h, run_id="r2", study="explicit")
-    assert store.query("SELECT study FROM experiment_results").column("study").to_pylist() == ["explicit"]
+    store.write_run(make_record(config, run_id="r2", study="explicit"))
+    rows = store.query("SELECT run_id, study FROM experiment_results").to_pylist()
+    assert {r["run_id"]: r["study"] for r in rows} == {"run-0001": "demo", "r2": "explicit"}
 
 
 def test_upsert_configs_is_idempotent_and_checks_hashes(store) -> None:
@@ -249,40 +257,72 @@ def test_upsert_configs_is_idempotent_and_checks_hashes(store) -> None:
         store.upsert_configs("demo", {"0123456789abcdef": a})
 
 
-def test_injection_through_study_names_and_config_fields_is_inert(store, data_dir) -> None:
+def test_injection_through_study_names_labels_and_config_fields_is_inert(store) -> None:
     evil_model = "x'); DROP TABLE experiment_results; --"
     config = make_config(model=evil_model)
     h = compute_measurement_config_hash(config)
     evil_study = "demo'; DELETE FROM experiment_configs; --"
     store.upsert_configs(evil_study, {h: config})
     store.upsert_configs("other", {compute_measurement_config_hash(make_config()): make_config()})
-    _write(store, write_run_folder(data_dir, config=config), h, study=evil_study)
+    store.write_run(make_record(config, study=evil_study, label="'); DROP TABLE requests; --"))
     counts = store.row_counts()
-    assert counts["experiment_configs"] == 2 and counts["experiment_results"] == 1
-    row = store.query("SELECT model, study FROM experiment_results").to_pylist()[0]
-    assert row == {"model": evil_model, "study": evil_study}
+    assert counts["experiment_configs"] == 2 and counts["experiment_results"] == 1 and counts["requests"] == 8
+    row = store.query("SELECT model, study, label FROM experiment_results").to_pylist()[0]
+    assert row == {"model": evil_model, "study": evil_study, "label": "'); DROP TABLE requests; --"}
     got = store.query("SELECT config_hash FROM experiment_configs WHERE study = ?", [evil_study])
     assert got.column("config_hash").to_pylist() == [h]
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "INSERT INTO requests (run_date, config_hash, run_id) VALUES ('2026-01-01', 'a', 'b')",
-        "DROP TABLE experiment_results",
-        "DELETE FROM experiment_results",
-        "SELECT 1; DROP TABLE experiment_results",
-        "COPY experiment_results TO '/tmp/x.csv'",
-        "ATTACH '/tmp/other.duckdb' AS o",
-        "CREATE TABLE x AS SELECT 1",
-        "SET threads = 1",
-        "INSTALL httpfs",
-    ],
-)
-def test_query_refuses_non_reads(store, sql) -> None:
+def test_previous_result_compares_like_with_like(store) -> None:
+    config = make_config()
+    h = compute_measurement_config_hash(config)
+    h100, a100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
+    day1 = datetime(2026, 11, 1, 2, tzinfo=UTC)
+    store.write_runs([
+        make_record(config, run_id="h-1", device_kind="nvml", gpu_name=h100, start=day1, power_w=100.0),
+        make_record(config, run_id="a-1", device_kind="nvml", gpu_name=a100, start=day1 + timedelta(hours=1)),
+        make_record(config, run_id="s-1", start=day1 + timedelta(hours=2)),  # simulated, later
+        make_record(config, run_id="h-2", device_kind="nvml", gpu_name=h100, start=day1 + timedelta(days=1),
+                    run_date="2026-11-02", power_w=300.0),
+    ])
+    h100_id = "nvml:H100-80GB-HBM3:x1"
+    j, day, run = store.previous_result(h, h100_id, day1 + timedelta(days=1, hours=5), "h-2")
+    assert (day, run) == (date(2026, 11, 1), "h-1") and j == pytest.approx(store.read_result("h-1").avg_energy_per_token_j)
+    j2, _, run2 = store.previous_result(h, h100_id, day1 + timedelta(days=2), None)
+    assert run2 == "h-2" and j2 > j
+    assert store.previous_result(h, h100_id, day1, None) is None  # nothing ended before the first run
+    assert store.previous_result(h, "nvml:H200:x1", day1 + timedelta(days=3), None) is None
+    with pytest.raises(StorageError, match="naive"):
+        store.previous_result(h, h100_id, datetime(2026, 11, 3), None)
+    assert ResultStore(store.path.with_name("none.duckdb")).previous_result(h, h100_id, day1, None) is None
+
+
+def test_config_stats_of_repeats_and_their_cv(store) -> None:
+    config = make_config()
+    base = make_record(config, run_id="c0")
+    records = [with_result(_rebuilt(base, run_id=f"c{i}", cycle=i), avg_energy_per_token_j=j)
+               for i, j in enumerate((1.00, 1.02, 0.98, 1.30))]
+    store.write_runs(records)
+    row = store.config_stats(base.config_hash, base.hardware_id, DAY)
+    assert row is not None and row["n_runs"] == 4 and row["run_ids"] == ["c0", "c1", "c2", "c3"]
+    values = [1.00, 1.02, 0.98, 1.30]
+    mean = sum(values) / 4
+    std = (sum((v - mean) ** 2 for v in values) / 3) ** 0.5
+    assert row["j_per_token_mean"] == pytest.approx(mean) and row["j_per_token_median"] == pytest.approx(1.01)
+    assert row["j_per_token_std"] == pytest.approx(std) and row["j_per_token_cv"] == pytest.approx(std / mean)
+    assert row["j_per_token_cv"] > 0.05  # what the repeatability check flags
+    assert 0.98 <= row["j_per_token_ci_low"] < mean < row["j_per_token_ci_high"] <= 1.30
+    assert store.config_stats(base.config_hash, base.hardware_id, "2026-11-02") is None
+
+
+def test_query_refuses_non_reads(store) -> None:
     store.ensure_schema()
-    with pytest.raises(ReadOnlyViolation):
-        store.query(sql)
+    for sql in ("INSERT INTO requests (run_date, config_hash, run_id) VALUES ('2026-01-01', 'a', 'b')",
+                "DROP TABLE experiment_results", "DELETE FROM experiment_results", "SELECT 1; DROP TABLE experiment_results",
+                "COPY experiment_results TO '/tmp/x.csv'", "ATTACH '/tmp/other.duckdb' AS o", "CREATE TABLE x AS SELECT 1",
+                "SET threads = 1", "INSTALL httpfs"):
+        with pytest.raises(ReadOnlyViolation):
+            store.query(sql)
     assert store.row_counts()["experiment_results"] == 0
 
 
@@ -303,74 +343,19 @@ def test_rows_to_table_of_nothing_is_empty() -> None:
     assert rows_to_table([]).num_rows == 0
 
 
-def _batch_rows(n_parts: int, run_id: str = "bulk", samples_per_part: int = 5) -> dict[str, pa.Table]:
-    tables = []
-    for p in range(n_parts):
-        t = timeseries_table(samples_per_part, seed=p)
-        n = t.num_rows
-        t = t.add_column(0, "run_id", pa.array([run_id] * n))
-        t = t.add_column(0, "config_hash", pa.array([f"{p:016x}"] * n))
-        t = t.add_column(0, "run_date", pa.array([date(2026, 11, 1)] * n, pa.date32()))
-        tables.append(t)
-    return {"power_samples": pa.concat_tables(tables)}
-
-
-def test_write_batch_replaces_many_partitions_at_once(store) -> None:
-    assert store.write_batch(_batch_rows(10)) == {"power_samples": 50}
-    assert store.write_batch(_batch_rows(10, run_id="again", samples_per_part=3)) == {"power_samples": 30}
-    assert store.row_counts()["power_samples"] == 30
-    assert store.query("SELECT DISTINCT run_id FROM power_samples").column("run_id").to_pylist() == ["again"]
-    # A single-partition write next to the batch touches only its partition.
-    store.write_tables(DAY, f"{3:016x}", "single", {"power_samples": timeseries_table(7)})
-    assert store.row_counts()["power_samples"] == 30 - 3 + 7
-
-
-
-def test_write_batch_replaces_only_its_partitions_inside_their_key_ranges(store) -> None:
-    # The DELETE carries min/max of the keys (row-group skipping); (d1, h2) and (d2, h1) lie inside both
-    # ranges but are not written, so they must survive.
-    def part(day: date, h: str, run_id: str, n: int) -> pa.Table:
-        t = timeseries_table(n)
-        t = t.add_column(0, "run_id", pa.array([run_id] * n))
-        t = t.add_column(0, "config_hash", pa.array([h] * n))
-        return t.add_column(0, "run_date", pa.array([day] * n, pa.date32()))
-
-    d1, d2, h1, h2 = date(2026, 11, 1), date(2026, 11, 3), "00000000000000a1", "00000000000000a9"
-    old = [part(d, h, "old", 4) for d in (d1, d2) for h in (h1, h2)]
-    store.write_batch({"power_samples": pa.concat_tables(old)})
-    store.write_batch({"power_samples": pa.concat_tables([part(d1, h1, "new", 6), part(d2, h2, "new", 7)])})
-    rows = store.query("SELECT run_date, config_hash, run_id, count(*) AS n FROM power_samples GROUP BY ALL ORDER BY ALL")
-    assert [tuple(r.values()) for r in rows.to_pylist()] == [
-        (d1, h1, "new", 6), (d1, h2, "old", 4), (d2, h1, "old", 4), (d2, h2, "new", 7)
-    ]
-
-def test_write_batch_validates_ids_and_run_ids(store) -> None:
-    rows = _batch_rows(2)["power_samples"]
-    bad_hash = rows.set_column(1, "config_hash", pa.array(["x'; DROP TABLE requests"] * rows.num_rows))
-    with pytest.raises(StorageError, match="config_hash has malformed"):
-        store.write_batch({"power_samples": bad_hash})
-    mixed = rows.set_column(2, "run_id", pa.array([f"r{i}" for i in range(rows.num_rows)]))
-    with pytest.raises(StorageError, match="more than one run_id"):
-        store.write_batch({"power_samples": mixed})
-    with pytest.raises(StorageError, match="lacks partition column"):
-        store.write_batch({"power_samples": rows.drop_columns(["run_id"])})
-    assert store.row_counts()["power_samples"] == 0
-
-
-
 PROGRESS_PROBE = """
 import sys
 from llem_pipeline.storage import ResultStore
-from llem_pipeline_tests.storage.run_folder_factory import timeseries_table
+from llem_pipeline_tests.storage.record_factory import make_record
 seen = []
 class Recording(ResultStore):
     def _insert(self, con, name, table, sql, params=()):
         seen.append(con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
         super()._insert(con, name, table, sql, params)
 store = Recording(sys.argv[1], lock_timeout_s=5)
-store.write_tables("2026-11-01", "00000000000000dd", "r", {"power_samples": timeseries_table(5)})
+store.write_run(make_record(n_samples=5))
 read = store.query("SELECT current_setting('enable_progress_bar') AS v").column("v").to_pylist()
-print("write", seen, "read", read)
+print("write", sorted(set(seen)), "read", read)
 """
 
 

@@ -1,4 +1,4 @@
-"""ResultStore verifies every partition write (issue 7): rows counted back before and after COMMIT.
+"""ResultStore verifies every write: the rows of the runs written are counted back before and after COMMIT.
 
 Faults are injected through the store's own insert hook (``ResultStore._insert``, the one place rows
 enter a partitioned table) and verification step (``ResultStore._verify``), in subclasses: the real
@@ -8,20 +8,20 @@ DuckDB file, transaction and checks run unchanged.
 from __future__ import annotations
 
 import duckdb
-import pyarrow as pa
 import pytest
 
 from llem_pipeline.storage import (
     PartitionLostWarning,
     ResultStore,
+    RunRecord,
     StorageError,
     WriteVerificationError,
     WriteVerificationWarning,
 )
-from llem_pipeline_tests.storage.run_folder_factory import partition_batch, requests_table, timeseries_table
+from llem_pipeline_tests.storage.record_factory import make_config, make_record
 
 DAY = "2026-11-01"
-HASH = "00000000000000aa"
+CONFIG = make_config(model="verified")
 
 
 class DroppingStore(ResultStore):
@@ -34,26 +34,24 @@ class DroppingStore(ResultStore):
 
 
 class StaleRowStore(ResultStore):
-    """Also leaves one row of another run in the partition (as a DELETE that missed a row would)."""
+    """Also leaves one extra row of the run in requests (as a DELETE that missed an old row would)."""
 
     def _insert(self, con, name, table, sql, params=()):
         super()._insert(con, name, table, sql, params)
         if name == "requests":
-            con.execute(f"INSERT INTO requests BY NAME SELECT run_date, config_hash, 'other-run' AS run_id, "
-                        f"* EXCLUDE (run_date, config_hash, run_id) FROM requests WHERE config_hash = '{HASH}' LIMIT 1")
+            con.execute("INSERT INTO requests SELECT * FROM requests WHERE run_id = 'run-1' LIMIT 1")
 
 
 class SwallowingStore(ResultStore):
-    """Swallows an error after the last insert: DuckDB 2.x then reports COMMIT as success, writing nothing."""
+    """Swallows an error right before COMMIT: DuckDB 2.x then reports COMMIT as success, writing nothing."""
 
-    def _insert(self, con, name, table, sql, params=()):
-        super()._insert(con, name, table, sql, params)
-        if name != "requests":  # the last table written: no statement of the store's own follows
-            return
-        try:
-            con.execute("SELECT no_such_column FROM power_samples")
-        except duckdb.BinderException:
-            pass
+    def _verify(self, con, checks, *, committed):
+        if not committed:
+            try:
+                con.execute("SELECT no_such_column FROM power_samples")
+            except duckdb.BinderException:
+                pass
+        super()._verify(con, checks, committed=committed)
 
 
 class LosingAfterCommitStore(ResultStore):
@@ -73,47 +71,50 @@ class LosingAfterCommitStore(ResultStore):
         super()._verify(con, checks, committed=committed)
 
 
-def _tables(n_samples: int = 40, n_requests: int = 3) -> dict[str, pa.Table]:
-    return {"power_samples": timeseries_table(n_samples), "requests": requests_table(n_requests)}
+def _run(run_id: str = "run-1", n_samples: int = 40, n_requests: int = 3, config=CONFIG, day: str = DAY) -> RunRecord:
+    return make_record(config, run_id=run_id, run_date=day, n_samples=n_samples, n_requests=n_requests)
 
 
 def _as(cls, store: ResultStore, **kw) -> ResultStore:
-    return cls(store.path, data_dir=store.data_dir, lock_timeout_s=5, **kw)
+    return cls(store.path, lock_timeout_s=5, **kw)
 
 
-def _partition_rows(store: ResultStore, day: str = DAY, config_hash: str = HASH) -> dict[str, list[tuple[str, int]]]:
+def _rows(store: ResultStore) -> dict[str, list[tuple[str, int]]]:
+    """Return {table: [(run_id, rows)]} for power_samples and requests."""
     return {
         t: [tuple(r.values()) for r in store.query(
-            f"SELECT run_id, count(*) AS n FROM {t} WHERE run_date = ? AND config_hash = ? GROUP BY ALL ORDER BY ALL",
-            [day, config_hash]).to_pylist()]
+            f"SELECT run_id, count(*) AS n FROM {t} GROUP BY ALL ORDER BY ALL").to_pylist()]
         for t in ("power_samples", "requests")
     }
 
 
 def test_a_correct_write_passes_both_checks(store: ResultStore) -> None:
     checked = _as(LosingAfterCommitStore, store, losses=0)
-    assert checked.write_tables(DAY, HASH, "run-1", _tables()) == {"power_samples": 40, "requests": 3}
+    counts = checked.write_run(_run())
+    assert (counts["power_samples"], counts["requests"]) == (40, 3)
     assert checked.post_checks == 1
-    assert _partition_rows(store) == {"power_samples": [("run-1", 40)], "requests": [("run-1", 3)]}
+    assert _rows(store) == {"power_samples": [("run-1", 40)], "requests": [("run-1", 3)]}
 
 
 def test_short_insert_raises_and_writes_nothing(store: ResultStore) -> None:
-    store.write_tables(DAY, HASH, "old-run", _tables(30, 2))
+    store.write_run(_run("old-run", 30, 2))
+    new = _run("new-run", 40, 3)
     with pytest.raises(WriteVerificationError) as info:
-        _as(DroppingStore, store).write_tables(DAY, HASH, "new-run", _tables(40, 3))
+        _as(DroppingStore, store).write_run(new)
     err = info.value
     assert isinstance(err, StorageError) and not err.committed
     assert (err.table, err.expected, err.found) == ("power_samples", 40, 39)
     msg = str(err)
-    assert "power_samples" in msg and DAY in msg and HASH in msg and "new-run" in msg
+    assert "power_samples" in msg and DAY in msg and new.config_hash in msg and new.hardware_id in msg and "new-run" in msg
     assert "expected 40" in msg and "found 39" in msg and "nothing written" in msg
-    # Rolled back: the old run is still the partition, in every table.
-    assert _partition_rows(store) == {"power_samples": [("old-run", 30)], "requests": [("old-run", 2)]}
+    # Rolled back: only the old run is stored, in every table.
+    assert _rows(store) == {"power_samples": [("old-run", 30)], "requests": [("old-run", 2)]}
+    assert store.row_counts()["experiment_results"] == 1
 
 
 def test_rows_of_another_run_left_in_the_partition_raise(store: ResultStore) -> None:
-    with pytest.raises(WriteVerificationError, match=r"requests: expected 3 row\(s\), found 4 \(3 of the run_id sent\)"):
-        _as(StaleRowStore, store).write_tables(DAY, HASH, "run-1", _tables())
+    with pytest.raises(WriteVerificationError, match=r"requests: expected 3 row\(s\), found 4 \(4 on the run_date sent\)"):
+        _as(StaleRowStore, store).write_run(_run())
     assert store.row_counts()["requests"] == 0 and store.row_counts()["power_samples"] == 0
 
 
@@ -126,10 +127,10 @@ def test_an_error_swallowed_inside_the_transaction_is_not_a_silent_commit(store:
     con.execute("COMMIT")
     assert con.execute("SELECT count(*) FROM t").fetchone() == (0,)  # the hazard the check guards against
     con.close()
-    store.write_tables(DAY, HASH, "old-run", _tables(30, 2))
+    store.write_run(_run("old-run", 30, 2))
     with pytest.raises(WriteVerificationError, match="aborted by an earlier error"):
-        _as(SwallowingStore, store).write_tables(DAY, HASH, "new-run", _tables())
-    assert _partition_rows(store) == {"power_samples": [("old-run", 30)], "requests": [("old-run", 2)]}
+        _as(SwallowingStore, store).write_run(_run("new-run"))
+    assert _rows(store) == {"power_samples": [("old-run", 30)], "requests": [("old-run", 2)]}
 
 
 def test_a_loss_after_commit_is_rewritten_once_with_a_warning(store: ResultStore) -> None:
@@ -137,48 +138,53 @@ def test_a_loss_after_commit_is_rewritten_once_with_a_warning(store: ResultStore
     # the rewrite's own pre-write audit also names the partition the first attempt lost
     with pytest.warns(WriteVerificationWarning, match=r"power_samples: expected 40 row\(s\), found 39.*after COMMIT"), \
             pytest.warns(PartitionLostWarning, match="run-1"):
-        counts = losing.write_tables(DAY, HASH, "run-1", _tables())
-    assert counts == {"power_samples": 40, "requests": 3}
+        counts = losing.write_run(_run())
+    assert (counts["power_samples"], counts["requests"]) == (40, 3)
     assert losing.post_checks == 2  # the first write and its one rewrite
-    assert _partition_rows(store) == {"power_samples": [("run-1", 40)], "requests": [("run-1", 3)]}
+    assert _rows(store) == {"power_samples": [("run-1", 40)], "requests": [("run-1", 3)]}
 
 
 def test_a_loss_after_commit_that_persists_raises_after_one_rewrite(store: ResultStore) -> None:
     losing = _as(LosingAfterCommitStore, store, losses=10)
     with pytest.warns(WriteVerificationWarning), pytest.raises(WriteVerificationError) as info:
-        losing.write_tables(DAY, HASH, "run-1", _tables())
+        losing.write_run(_run())
     assert info.value.committed and info.value.table == "power_samples"
     assert "after COMMIT" in str(info.value)
     assert losing.post_checks == 2
 
 
-def test_write_batch_short_insert_names_the_partition_and_writes_nothing(store: ResultStore) -> None:
-    h1, h2 = "00000000000000b1", "00000000000000b2"
-    store.write_batch({"power_samples": partition_batch([(DAY, h1, "old", 5), (DAY, h2, "old", 6)])})
-    # The dropped row is the first row of the table: partition h1's.
+def test_a_batch_short_insert_names_the_run_and_writes_nothing(store: ResultStore) -> None:
+    c1, c2 = make_config(model="b1"), make_config(model="b2")
+    store.write_runs([_run("old", 5, config=c1), _run("old", 6, config=c2)])
+    # The dropped row is the first row of the batch's samples: the first run's.
+    first, second = _run("new", 10, config=c1), _run("new", 12, config=c2)
     with pytest.raises(WriteVerificationError) as info:
-        _as(DroppingStore, store).write_batch({"power_samples": partition_batch([(DAY, h1, "new", 10), (DAY, h2, "new", 12)])})
+        _as(DroppingStore, store).write_runs([first, second])
     err = info.value
     assert (err.table, err.expected, err.found, err.committed) == ("power_samples", 22, 21, False)
     msg = str(err)
-    assert f"1 partition(s): (run_date={DAY}, config_hash={h1}, run_id=new) expected 10 found 9" in msg
-    assert h2 not in msg
+    assert (f"1 run(s): (run_date={DAY}, config_hash={first.config_hash}, hardware_id={first.hardware_id}, run_id=new) "
+            "expected 10 found 9") in msg
+    assert second.config_hash not in msg
     rows = store.query("SELECT config_hash, run_id, count(*) AS n FROM power_samples GROUP BY ALL ORDER BY ALL")
-    assert rows.to_pylist() == [{"config_hash": h1, "run_id": "old", "n": 5}, {"config_hash": h2, "run_id": "old", "n": 6}]
+    assert rows.to_pylist() == sorted([{"config_hash": first.config_hash, "run_id": "old", "n": 5},
+                                       {"config_hash": second.config_hash, "run_id": "old", "n": 6}],
+                                      key=lambda r: r["config_hash"])
 
 
-def test_write_batch_loss_after_commit_is_rewritten_once(store: ResultStore) -> None:
+def test_a_batch_loss_after_commit_is_rewritten_once(store: ResultStore) -> None:
     losing = _as(LosingAfterCommitStore, store, losses=1)
-    table = partition_batch([(DAY, "00000000000000c1", "r1", 7), ("2026-11-02", "00000000000000c1", "r2", 8)])
-    # the rewrite's own pre-write audit also names the partition the first attempt lost
+    # the rewrite's own pre-write audit also names the run the first attempt lost
     with pytest.warns(WriteVerificationWarning, match="expected 15 row"), pytest.warns(PartitionLostWarning, match="r2"):
-        assert losing.write_batch({"power_samples": table}) == {"power_samples": 15}
+        counts = losing.write_runs([_run("r1", 7), _run("r2", 8, day="2026-11-02")])
+    assert counts["power_samples"] == 15
     assert losing.post_checks == 2
     assert store.row_counts()["power_samples"] == 15
 
 
-def test_verified_write_over_a_large_existing_table_keeps_other_partitions(store: ResultStore) -> None:
-    # The count filters by partition: rows of other partitions (same day, other configs) are not counted.
-    store.write_batch({"power_samples": partition_batch([(DAY, f"{i:016x}", f"r{i}", 50) for i in range(20)])})
-    store.write_tables(DAY, f"{3:016x}", "again", {"power_samples": timeseries_table(11)})
+def test_verified_write_over_a_large_existing_table_keeps_other_runs(store: ResultStore) -> None:
+    # The count filters by run: rows of other runs (same day, same and other configs) are not counted.
+    store.write_runs([_run(f"r{i}", 50, config=make_config(batch_size=1 + i % 4)) for i in range(20)])
+    store.write_run(_run("r3", 11, config=make_config(batch_size=4)))
     assert store.row_counts()["power_samples"] == 19 * 50 + 11
+    assert store.audit() == []

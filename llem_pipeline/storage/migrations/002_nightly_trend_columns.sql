@@ -1,4 +1,6 @@
 -- Migration 2: previous-night columns on experiment_results, maintained by the writer.
+-- (Migration 6 drops them: they compared a config's nights across hardware. The previous day of the same
+-- config on the same hardware now lives in config_day_stats, see migrations/006_run_identity.sql.)
 --
 -- ResultStore recomputes these for every config it writes, inside the write transaction, so
 -- nightly_trend is a plain projection (a window over 100k results on every read was ~3x slower).

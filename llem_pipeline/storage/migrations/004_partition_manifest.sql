@@ -1,5 +1,6 @@
--- Migration 4: the partition manifest and the store's write sequence (issue 7: a lost partition must be
--- impossible to miss).
+-- Migration 4: the partition manifest and the store's write sequence (a lost write must be impossible to
+-- miss; storage/locking.py describes the loss that made it necessary). Migration 6 re-keys the manifest
+-- by run: one row per (table, config_hash, hardware_id, run_id).
 --
 -- ResultStore writes, inside each partition write's transaction, one manifest row per (table, partition)
 -- it replaced (row_count 0 included: a write that empties a table's partition is recorded too) and bumps

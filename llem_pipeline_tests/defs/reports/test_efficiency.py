@@ -10,7 +10,7 @@ from llem_pipeline.defs.reports.assets import efficiency_report
 from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_markdown
 from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.storage import ResultStore
-from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
+from llem_pipeline_tests.storage.record_factory import make_config, make_record
 
 
 def test_report_on_empty_store_says_what_to_do(llem_env: Path) -> None:
@@ -22,8 +22,7 @@ def test_report_on_empty_store_says_what_to_do(llem_env: Path) -> None:
 def test_report_shows_each_batch_size(llem_env: Path) -> None:
     store = ResultStore(llem_env / "llem.duckdb")
     for bs in (1, 4, 8):
-        path = write_run_folder(llem_env, config=make_config(batch_size=bs), run_id=f"run-{bs}")
-        store.write_run_folder(path, run_date="2026-11-01", config_hash=path.parent.name, run_id=f"run-{bs}")
+        store.write_run(make_record(make_config(batch_size=bs), run_id=f"run-{bs}"))
     out = efficiency_report(context=dg.build_asset_context(), llem_store=LlemStore())
     table = out.metadata["efficiency"].value
     assert "**SIMULATED**" in table
@@ -31,7 +30,7 @@ def test_report_shows_each_batch_size(llem_env: Path) -> None:
         assert f"batch_size={bs}" in table
     assert out.metadata["dagster/row_count"] == 3
     assert Path(out.metadata["j_per_token_png"].value).read_bytes()[:4] == b"\x89PNG"
-    assert set(out.metadata["view_rows"].value) == {"latest_results", "efficiency", "nightly_trend"}
+    assert set(out.metadata["view_rows"].value) == {"latest_results", "config_stats", "efficiency", "nightly_trend"}
 
 
 def test_markdown_and_chart_rows_from_view_rows() -> None:

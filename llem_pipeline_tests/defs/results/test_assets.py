@@ -60,7 +60,7 @@ def test_store_results_writes_every_table_and_reports_headline_metadata(folder: 
                                           "baselines": 1, "power_samples": 100, "requests": 8}
     summary = meta["summary"].value
     assert "**SIMULATED**" in summary and "data:image/png;base64," in summary
-    stored = ResultStore(llem_env / "llem.duckdb").read_result(folder.config_hash)
+    stored = ResultStore(llem_env / "llem.duckdb").read_result(folder.run_id)
     assert stored.avg_energy_per_token_j == pytest.approx(meta["j_per_token"])
 
 
