@@ -8,9 +8,16 @@ instance's pool "gpu" (``dagster instance concurrency set gpu N`` for N GPUs; de
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
+
+# Two preview features are used on purpose and their per-run warnings would only clutter the user's terminal:
+# partitioned asset checks (each check's history is per measurement partition) and the Pipes message reader's
+# writer count (used by dg.PipesSubprocessClient itself, not by this code).
+warnings.filterwarnings("ignore", message=r".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", message=r".*PipesMessageReader\.expected_writer_count.*", category=dg.PreviewWarning)
 
 
 @dg.definitions

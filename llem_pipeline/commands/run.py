@@ -11,10 +11,14 @@ and exits 0 when every run succeeded. LLEM_DEVICES must be set ('simulated' on a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
 
 from llem_pipeline.paths import PROJECT_ROOT
 
@@ -29,6 +33,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="Dagster console log level of in-process runs (default WARNING: milestones only)")
     return p
+
+
+@contextlib.contextmanager
+def output_to(log_path: Path) -> Iterator[TextIO]:
+    """Send everything written to this process's stdout and stderr (file descriptors 1 and 2: Dagster's console
+    log, the worker's detail the step's captured logs mirror) to ``log_path`` while the block runs; yield a
+    text stream on the terminal's original stdout for the progress lines."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+    with open(log_path, "ab") as log:
+        for fd in (1, 2):
+            os.dup2(log.fileno(), fd)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            terminal.close()
 
 
 def _fail(message: str) -> int:
@@ -83,21 +111,25 @@ def main_run(argv: list[str] | None = None) -> int:
         print(f"{plan.name}: {len(plan.config_hashes)} config(s) × {cycles} cycle(s) = {len(runs)} run(s) for "
               f"{run_date} on target {target!r}{' (SIMULATED GPU)' if target == 'sim' else ''}, through {where}; "
               f"launch {launch}", flush=True)
-        printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance)
         if queued:
+            printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance)
             L.submit_to_queue(paths.data_dir(), runs, launch)
             outcomes = L.follow_queue(instance, runs, launch, on_change=printer.on_change)
             L.launch_file(paths.data_dir(), launch).unlink(missing_ok=True)
+            report_ok = True  # with a daemon, refresh_after_measurement redraws the report after each run
         else:
-            outcomes = []
-            for outcome in L.execute_in_process(instance, runs, launch, log_level=args.log_level,
-                                                on_start=printer.on_start):
-                printer.on_done(outcome.run, outcome.run_id, outcome.status)
-                outcomes.append(outcome)
-        report_ok = True
-        if not queued:  # with a daemon, refresh_after_measurement redraws the report after each run
-            t0 = time.monotonic()
-            report_ok = L.refresh_report(instance, args.log_level)
-            print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'} ({time.monotonic() - t0:.1f} s)")
-        printer.summary(outcomes)
+            log_path = paths.data_dir() / "logs" / f"{launch}.log"
+            print(f"Dagster's log and the worker's detail: {log_path}", flush=True)
+            with output_to(log_path) as terminal:
+                printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance, out=terminal)
+                outcomes = []
+                for outcome in L.execute_in_process(instance, runs, launch, log_level=args.log_level,
+                                                    on_start=printer.on_start):
+                    printer.on_done(outcome.run, outcome.run_id, outcome.status)
+                    outcomes.append(outcome)
+                t0 = time.monotonic()
+                report_ok = L.refresh_report(instance, args.log_level)
+                print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'} ({time.monotonic() - t0:.1f} s)",
+                      file=terminal)
+                printer.summary(outcomes)
     return 0 if report_ok and all(o.success for o in outcomes) else 1

@@ -38,7 +38,11 @@ from pydantic import BaseModel, ValidationError
 from llem_pipeline.domain.config import ExperimentConfig
 from llem_pipeline.domain.environment import EnvironmentSnapshot
 from llem_pipeline.domain.errors import describe_validation_error
-from llem_pipeline.domain.experiment import ExperimentResult, RawProcessResult, compute_measurement_config_hash
+from llem_pipeline.domain.experiment import (
+    ExperimentResult,
+    RawProcessResult,
+    compute_measurement_config_hash,
+)
 from llem_pipeline.domain.requests import RequestRecord
 
 CONFIG, ENVIRONMENT, BASELINE, RESULT = "config.json", "environment.json", "baseline.json", "result.json"

@@ -46,6 +46,8 @@ from llem_pipeline.measure.run_folder import (
 EXIT_TIMEOUT = 124
 SIM_IDLE_W = 60.0
 SIM_PEAK_W = 300.0
+# The simulated GPU's product name: its hardware_id is "simulated:sim-gpu:x<count>".
+SIM_GPU_NAME = "sim-gpu"
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -115,7 +117,7 @@ def open_devices(kind: str, ids: list[str]) -> list[Any]:
         from llem_pipeline.measure.devices.simulated import ActivityDriven, SimulatedDevice
 
         return [SimulatedDevice(ActivityDriven(SIM_IDLE_W, SIM_PEAK_W), index=int(i), idle_w=SIM_IDLE_W,
-                                name="Simulated GPU (CPU activity)") for i in ids]
+                                name=SIM_GPU_NAME) for i in ids]
     from llem_pipeline.measure.devices.nvml import open_nvml_devices
 
     return open_nvml_devices(ids)

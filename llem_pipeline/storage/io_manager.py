@@ -7,7 +7,8 @@ What it stores, per measurement run, in ONE transaction (ResultStore.write_runs)
   together, so a crash leaves the run's rows entirely or not at all.
 - ``power_timeseries`` and ``request_latencies`` — their values are the run's power samples and requests
   (pyarrow Tables), the same rows that committed with the record; handling them confirms that and records
-  their row counts (a value that did not commit with its record fails the step).
+  their row counts (a value that did not commit with its record fails the step). Their output metadata
+  ``measurement_run_id`` names the record's run when it is not the current one (results stored again).
 
 Loading: a partitioned downstream asset gets the ExperimentResult of the partition's latest run; an
 unpartitioned one declares which view it reads, ``dg.AssetIn("experiment_results", metadata={"view":
@@ -79,7 +80,10 @@ class LlemDuckDBIOManager(dg.ConfigurableIOManager):
             )
         if not isinstance(obj, pa.Table):
             raise StorageError(f"{name} must be a pyarrow.Table, got {type(obj).__name__}")
-        run_id = context.run_id
+        # the run whose record holds these rows: the measuring run (output metadata), which is not this run when
+        # results are stored again from an earlier measurement
+        marked = (context.output_metadata or {}).get("measurement_run_id")
+        run_id = str(getattr(marked, "value", marked)) if marked is not None else context.run_id
         committed = self._committed.get((run_id, table))
         if committed is None:
             committed = self.store().read_run(table, run_id).num_rows

@@ -548,6 +548,22 @@ class ResultStore:
                                "and hardware_id= to pick one")
         return ExperimentResult.model_validate_json(table.column("result_json")[0].as_py())
 
+    def measurement_result(self, measurement_key: str, run_date: date | str) -> ExperimentResult:
+        """Return the ExperimentResult of the latest run (by end time) of one measurement partition: the runs
+        stored with ``measurement_key`` (the Dagster partition's measurement key) on ``run_date``.
+
+        Raises LookupError when that partition has no stored run.
+        """
+        day = R.as_run_date(run_date)
+        table = self.query(
+            "SELECT result_json FROM experiment_results WHERE measurement_key = ? AND run_date = ? "
+            "ORDER BY end_time DESC, run_id DESC LIMIT 1",
+            [str(measurement_key), day],
+        ) if self.path.is_file() else pa.table({})
+        if table.num_rows == 0:
+            raise LookupError(f"no stored run of measurement {measurement_key!r} on {day} in {self.path}")
+        return ExperimentResult.model_validate_json(table.column("result_json")[0].as_py())
+
     def read_run(self, table: str, run_id: str, *, config_hash: str | None = None,
                  hardware_id: str | None = None) -> pa.Table:
         """Return the rows of ``table`` (a measurement table) of run ``run_id`` as a pyarrow Table.

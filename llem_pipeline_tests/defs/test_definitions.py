@@ -63,15 +63,15 @@ def test_every_job_runs_its_steps_in_the_run_process(defs: dg.Definitions) -> No
 
 def test_results_resolve_to_the_duckdb_io_manager_and_gpu_outputs_to_the_run_folder(defs: dg.Definitions) -> None:
     graph = defs.resolve_asset_graph()
-    repo = defs.get_repository_def()
+    resources = defs.resources
     for name in ("experiment_results", "power_timeseries", "request_latencies"):
         key = graph.get(dg.AssetKey(name)).io_manager_key
-        assert isinstance(repo.get_top_level_resources()[key], LlemDuckDBIOManager), name
+        assert isinstance(resources[key], LlemDuckDBIOManager), name
     for name in ("environment_snapshot", "baseline_power", "raw_process_results"):
         key = graph.get(dg.AssetKey(name)).io_manager_key
-        assert isinstance(repo.get_top_level_resources()[key], RunFolderIOManager), name
+        assert isinstance(resources[key], RunFolderIOManager), name
     # DuckDB comes from dagster-duckdb's resource
-    manager = repo.get_top_level_resources()[graph.get(dg.AssetKey("experiment_results")).io_manager_key]
+    manager = resources[graph.get(dg.AssetKey("experiment_results")).io_manager_key]
     assert type(manager.duckdb).__module__.startswith("dagster_duckdb")
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,12 +104,12 @@ def test_a_study_runs_every_cycle_in_order_with_its_gap_and_keeps_every_run(env:
     outcomes = list(L.execute_in_process(env.instance, runs, "rep-test"))
     assert [o.status for o in outcomes] == ["SUCCESS"] * 6
     first = outcomes[0].run_id
-    assert {e.asset_key.to_user_string() for e in env.instance.all_logs(
+    assert {e.dagster_event.asset_key.to_user_string() for e in env.instance.all_logs(
         first, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)} == MEASUREMENT_ASSETS
     # interleaved: batch 1, batch 4, batch 1, ... and each lease starts ≥ the 1 s gap after the previous one ended
     assert [o.run.measurement.swept for o in outcomes] == ["batch_size=1", "batch_size=4"] * 3
     leases = [_lease_times(env.instance, o.run_id) for o in outcomes]
-    for (_, ended), (began, _) in zip(leases, leases[1:], strict=False):
+    for (_, ended), (began, _) in itertools.pairwise(leases):
         assert began - ended >= 0.95, leases  # 1 s gap; 0.05 s for the log timestamps' rounding
     stored = env.store.query(
         "SELECT run_id, cycle, label, start_time FROM experiment_results ORDER BY start_time").to_pylist()
@@ -116,7 +117,7 @@ def test_a_study_runs_every_cycle_in_order_with_its_gap_and_keeps_every_run(env:
     assert [r["cycle"] for r in stored] == [0, 0, 1, 1, 2, 2]
     assert stored[0]["label"] == "rep · batch_size=1 · sim"
     for key in {o.run.measurement for o in outcomes}:
-        stats = env.store.config_stats(key.config_hash, "simulated:Simulated-GPU-CPU-activity:x1", DAY)
+        stats = env.store.config_stats(key.config_hash, "simulated:sim-gpu:x1", DAY)
         assert stats is not None and stats["n_runs"] == 3
         assert stats["j_per_token_ci_low"] <= stats["j_per_token_median"] <= stats["j_per_token_ci_high"]
     checks = {e.dagster_event.event_specific_data.check_name for e in env.instance.all_logs(

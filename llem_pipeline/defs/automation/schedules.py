@@ -1,7 +1,5 @@
 """nightly_benchmark: at 01:00 UTC, every run of the nightly study for that day (running by default)."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from llem_pipeline.defs.automation.jobs import nightly_benchmark_job

@@ -1,12 +1,14 @@
 """Sensors of the measurement runs: hand `llem run` launches to the run queue; refresh the report after runs."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg
 
-from llem_pipeline.defs.automation.jobs import measure_experiments, nightly_benchmark_job, refresh_efficiency_report
+from llem_pipeline.defs.automation.jobs import (
+    measure_experiments,
+    nightly_benchmark_job,
+    refresh_efficiency_report,
+)
 from llem_pipeline.defs.automation.launching import read_launches
 from llem_pipeline.defs.experiments.partitions import measurements, split_partition_key
 from llem_pipeline.defs.settings import LlemPaths

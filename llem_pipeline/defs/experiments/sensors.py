@@ -4,8 +4,6 @@ Invalid study files never crash the sensor: each is logged with its error and na
 skip reason; the valid ones are still registered.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from llem_pipeline.defs.automation.study_runs import measurement_keys

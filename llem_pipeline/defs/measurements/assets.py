@@ -6,8 +6,6 @@ Dagster Pipes under a hard timeout, and returns the run folder the worker wrote;
 the outputs there. It never opens DuckDB: the CPU step downstream stores the results.
 """
 
-from __future__ import annotations
-
 import json
 import tempfile
 from pathlib import Path

@@ -31,6 +31,28 @@ class RunFolderIOManager(dg.ConfigurableIOManager):
         run_date, measurement = split_partition_key(partition_key)
         return RunFolder.open(self.paths.runs(), run_date, measurement.config_hash, run_id)
 
+    def _materialising_run(self, context: dg.InputContext, upstream: dg.OutputContext) -> str:
+        """Return the id of the run whose output is loaded: the upstream step's run when it measured in this run
+        (its folder exists), else the run of the partition's latest materialisation. Raises RunFolderError
+        when there is none."""
+        run_date, measurement = split_partition_key(context.asset_partition_key)
+        try:
+            run_id = upstream.run_id
+        except dg.DagsterInvariantViolationError:
+            run_id = None
+        if run_id and run_folder_path(self.paths.runs(), run_date, measurement.config_hash, run_id).is_dir():
+            return run_id
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=upstream.asset_key, asset_partitions=[str(context.asset_partition_key)]),
+            limit=1,
+        ).records
+        if not records:
+            raise RunFolderError(
+                f"{upstream.asset_key.to_user_string()} has no materialisation for partition "
+                f"{context.asset_partition_key}: run the GPU step (gpu_measurement) for this partition first"
+            )
+        return records[0].run_id
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         """Check that this run's folder holds the output (the worker wrote it); record its path as metadata."""
         run_date, measurement = split_partition_key(context.asset_partition_key)
@@ -46,7 +68,7 @@ class RunFolderIOManager(dg.ConfigurableIOManager):
         if upstream is None or not context.has_asset_partitions:
             raise RunFolderError("RunFolderIOManager loads the GPU step's outputs of one measurement partition")
         name = upstream.asset_key.path[-1]
-        folder = self._folder(context.asset_partition_key, _materialising_run(context, upstream))
+        folder = self._folder(context.asset_partition_key, self._materialising_run(context, upstream))
         if name == ENVIRONMENT:
             return folder.environment
         if name == BASELINE:
@@ -54,22 +76,3 @@ class RunFolderIOManager(dg.ConfigurableIOManager):
         if name == RAW:
             return folder
         raise RunFolderError(f"asset {name!r} does not live in a run folder")
-
-
-def _materialising_run(context: dg.InputContext, upstream: dg.OutputContext) -> str:
-    """Return the id of the run whose output is loaded: the upstream step's run when it ran in this run, else
-    the run of the partition's latest materialisation. Raises RunFolderError when there is none."""
-    try:
-        return upstream.run_id
-    except dg.DagsterInvariantViolationError:
-        pass  # not produced in this run
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=upstream.asset_key, asset_partitions=[str(context.asset_partition_key)]),
-        limit=1,
-    ).records
-    if not records:
-        raise RunFolderError(
-            f"{upstream.asset_key.to_user_string()} has no materialisation for partition "
-            f"{context.asset_partition_key}: run the GPU step (gpu_measurement) for this partition first"
-        )
-    return records[0].run_id

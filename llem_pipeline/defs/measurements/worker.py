@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-
 ERROR_PREFIX = "llem-measure: error:"
 # guard.py imports only the stdlib, so any Python 3 (also another venv's ``python``) can run it by path
 GUARD_SCRIPT = str(Path(__file__).with_name("guard.py"))

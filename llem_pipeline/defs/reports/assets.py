@@ -1,7 +1,5 @@
 """efficiency_report: the efficiency view as a table and a chart of J per output token across the swept setting."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pyarrow as pa
 

@@ -7,8 +7,6 @@ and ``request_latencies`` (the same run's samples and requests, confirmed agains
 is kept: a new measurement adds rows, it never replaces another run's. Then the asset checks.
 """
 
-from __future__ import annotations
-
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
@@ -30,7 +28,12 @@ from llem_pipeline.defs.measurements.assets import require_partition
 from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.results.latency import latency_metadata
 from llem_pipeline.defs.results.power import power_metadata, trace_series
-from llem_pipeline.defs.results.quality import CHECK_DESCRIPTIONS, CheckOutcome, check_repeatability, run_checks
+from llem_pipeline.defs.results.quality import (
+    CHECK_DESCRIPTIONS,
+    CheckOutcome,
+    check_repeatability,
+    run_checks,
+)
 from llem_pipeline.defs.results.summary import headline_metadata, summary_markdown
 from llem_pipeline.defs.settings import LlemPaths, LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot

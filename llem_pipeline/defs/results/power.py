@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from llem_pipeline.defs.measurements.run_folder import RunFolder
-from llem_pipeline.paths import data_dir
-
-
-def chart_path(folder: RunFolder, name: str) -> Path:
-    """Return ``<data_dir>/charts/<run_date>/<config_hash>/<run_id>/<name>.png`` (run folders stay as the worker wrote them)."""
-    return data_dir() / "charts" / folder.run_date / folder.config_hash / folder.run_id / f"{name}.png"
 
 
 def trace_series(table: pa.Table) -> tuple[list[float], list[float], list[str], tuple[float, float] | None]:

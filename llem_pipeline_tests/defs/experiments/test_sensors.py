@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from llem_pipeline.defs.store_resource import LlemStore
 
 from llem_pipeline.defs.experiments.partitions import CONFIG_PARTITIONS_NAME
 from llem_pipeline.defs.experiments.sensors import study_registry
-from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.paths import PROJECT_ROOT
 from llem_pipeline.storage import ResultStore
 from llem_pipeline.studies import load_study

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+from llem_pipeline.defs.store_resource import LlemStore
 
 from llem_pipeline.defs.reports.assets import efficiency_report
 from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_markdown
-from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.storage import ResultStore
 from llem_pipeline_tests.storage.record_factory import make_config, make_record
 

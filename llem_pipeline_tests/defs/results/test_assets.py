@@ -12,11 +12,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from llem_pipeline.defs.measurements.run_folder import RunFolder
+from llem_pipeline.defs.store_resource import LlemStore
 
 from llem_pipeline.defs.experiments.partitions import measurement_key
-from llem_pipeline.defs.measurements.run_folder import RunFolder
 from llem_pipeline.defs.results.assets import store_partition
-from llem_pipeline.defs.store_resource import LlemStore
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import ResultStore
 from llem_pipeline_tests.storage.run_folder_factory import make_config, write_run_folder
