@@ -81,6 +81,57 @@ def j_per_token_png(rows: Sequence[tuple[str, str, float]], title: str) -> bytes
     return _png(fig)
 
 
+INLINE_MARKDOWN_LIMIT = 1000  # the Dagster UI shows markdown metadata shorter than this inline, longer behind a click
+
+
+def sparkline_png(
+    t_rel_s: Sequence[float],
+    power_w: Sequence[float],
+    series: Sequence[str],
+    window: tuple[float, float] | None,
+    width: int = 240,
+    height: int = 60,
+) -> bytes:
+    """Return a small 4-colour PNG of power over time (one line per series, the window shaded), a few hundred
+    bytes: small enough to show inline in the Dagster UI as markdown (see INLINE_MARKDOWN_LIMIT)."""
+    from PIL import Image, ImageDraw
+
+    points = [(t, p, s) for t, p, s in zip(t_rel_s, power_w, series, strict=True) if t == t and p == p]
+    img = Image.new("P", (width, height), 0)
+    img.putpalette([255, 255, 255, 31, 119, 180, 214, 236, 214, 150, 150, 150] + [0] * (256 * 3 - 12))
+    draw = ImageDraw.Draw(img)
+    if points:
+        t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
+        top = max(p[1] for p in points) or 1.0
+        span = (t1 - t0) or 1.0
+
+        def x(t: float) -> int:
+            return round((t - t0) / span * (width - 1))
+
+        def y(w: float) -> int:
+            return round((height - 3) - max(w, 0.0) / top * (height - 6))
+
+        if window is not None:
+            draw.rectangle([x(window[0]), 0, x(window[1]), height - 1], fill=2)
+        for label in sorted({s for _, _, s in points}):
+            line = sorted((t, w) for t, w, s in points if s == label)
+            draw.line([(x(t), y(w)) for t, w in line], fill=1, width=1)
+    draw.line([(0, height - 1), (width - 1, height - 1)], fill=3)
+    buf = io.BytesIO()
+    img.save(buf, "PNG", optimize=True, bits=2)
+    return buf.getvalue()
+
+
+def inline_sparkline(t_rel_s: Sequence[float], power_w: Sequence[float], series: Sequence[str],
+                     window: tuple[float, float] | None, alt: str) -> str:
+    """Return markdown of a power sparkline short enough for the Dagster UI to show inline (narrower when needed)."""
+    for width in (240, 160, 100):
+        text = embed_png(sparkline_png(t_rel_s, power_w, series, window, width=width), alt)
+        if len(text) < INLINE_MARKDOWN_LIMIT:
+            return text
+    return f"_{alt}: the trace is too detailed for an inline image; see power_trace_png_"
+
+
 def embed_png(png: bytes, alt: str) -> str:
     """Return a markdown image with the PNG inlined as a base64 data: URI."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"

@@ -9,9 +9,9 @@ GPU_POOL = "gpu"
 GPU_STEP_KEY = "gpu_measurement"  # the GPU step (op) of every measurement run
 STORE_STEP_KEY = "store_results"  # the CPU step that writes the run to DuckDB
 GPU_OP_TAG = {"llem/resource": "gpu"}
-MEASUREMENT_GROUP = "measurement"
-RESULTS_GROUP = "results"
-REPORTS_GROUP = "reports"
+# One asset group: the UI then opens the lineage with every asset shown (several groups open collapsed).
+# The layers are told apart by kinds and by the steps: gpu_measurement, store_results, efficiency_report.
+ASSET_GROUP = "llem"
 # I/O managers: the GPU step's outputs stay in the worker's run folder; results go to DuckDB.
 RUN_FOLDER_IO_MANAGER = "run_folder_io_manager"
 DUCKDB_IO_MANAGER = "duckdb_io_manager"

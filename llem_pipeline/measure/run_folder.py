@@ -208,7 +208,23 @@ class RunFolder:
                 f"run folder {path} does not exist: the measurement of {config_hash} on {run_date} (run {run_id}) "
                 "did not complete, or its folder was removed; measure the partition again"
             )
-        folder = cls(path=path, run_date=run_date, config_hash=config_hash, run_id=run_id)
+        return cls._validated(cls(path=path, run_date=run_date, config_hash=config_hash, run_id=run_id), root)
+
+    @classmethod
+    def at(cls, path: Path, run_date: str) -> RunFolder:
+        """Return the run folder at ``path`` (any location; its name is the run id, its config.json gives the
+        config hash) measured on ``run_date``, validated as ``open`` does with its parent as the root."""
+        path = Path(path).expanduser().resolve()
+        if not (path / CONFIG).is_file():
+            raise RunFolderError(f"{path} is not a run folder: it has no {CONFIG}")
+        config_hash = compute_measurement_config_hash(_model(ExperimentConfig, path / CONFIG))
+        run_folder_path(path.parent, run_date, config_hash, path.name)  # the parts are well formed
+        return cls._validated(cls(path=path, run_date=run_date, config_hash=config_hash, run_id=path.name), path.parent)
+
+    @classmethod
+    def _validated(cls, folder: RunFolder, root: Path) -> RunFolder:
+        """Return ``folder`` after the checks ``open`` describes (files inside ``root``); raises RunFolderError."""
+        path, config_hash = folder.path, folder.config_hash
         for entry in path.iterdir():
             resolved = entry.resolve()
             if not resolved.is_relative_to(root):

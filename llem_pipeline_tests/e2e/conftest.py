@@ -1,5 +1,5 @@
-"""One `dagster dev` server per test session (127.0.0.1, temp DAGSTER_HOME and data dir) for the
-GraphQL and browser tests; the study_registry sensor registers the config partitions."""
+"""One `dg dev` server per test session (127.0.0.1, temp DAGSTER_HOME and data dir) for the GraphQL, queue
+and browser tests; the study_registry sensor registers the measurement partitions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from llem_pipeline.defs.experiments.partitions import CONFIG_PARTITIONS_NAME
+from llem_pipeline.defs.automation.study_runs import measurement_keys
+from llem_pipeline.defs.experiments.partitions import MEASUREMENTS_PARTITIONS_NAME
 from llem_pipeline.paths import PROJECT_ROOT
 from llem_pipeline.studies import load_study
 from llem_pipeline_tests.e2e.dagster_server import DagsterDevServer
@@ -21,9 +22,9 @@ def today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def study_hashes(name: str) -> list[str]:
-    """Return the config hashes of studies/<name>.yaml."""
-    return load_study(PROJECT_ROOT / "studies" / f"{name}.yaml").expand().config_hashes
+def study_keys(name: str) -> list[str]:
+    """Return the measurement partition keys of studies/<name>.yaml on the simulated target."""
+    return measurement_keys(load_study(PROJECT_ROOT / "studies" / f"{name}.yaml").expand(), "sim")
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +33,10 @@ def dagster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dagster
     server = DagsterDevServer(home=root / "dagster_home", data_dir=root / "data")
     server.start()
     try:
-        wanted = set(study_hashes("demo")) | set(study_hashes("nightly"))
+        wanted = set(study_keys("demo")) | set(study_keys("nightly"))
         deadline = time.monotonic() + 120
         instance = dg.DagsterInstance.from_config(str(server.home))
-        while not wanted <= set(instance.get_dynamic_partitions(CONFIG_PARTITIONS_NAME)):
+        while not wanted <= set(instance.get_dynamic_partitions(MEASUREMENTS_PARTITIONS_NAME)):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"study_registry did not register {sorted(wanted)}:\n{server.log_tail()}")
             time.sleep(1)

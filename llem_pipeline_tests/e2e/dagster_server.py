@@ -1,7 +1,7 @@
-"""Start and stop `dagster dev` (webserver + daemon) on 127.0.0.1 for end-to-end tests, tracked by PID.
+"""Start and stop `dg dev` (webserver + daemon, what `make ui` runs) on 127.0.0.1 for end-to-end tests.
 
-`dagster dev` ignores SIGTERM, so ``stop`` sends SIGTERM to the process group it started, then
-SIGKILL after a timeout. Nothing else is signalled.
+``stop`` sends SIGINT, then SIGTERM, then SIGKILL to the process group it started (`dg dev` can ignore
+SIGTERM), a timeout apart. Nothing else is signalled.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ class DagsterDevServer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / ".dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
-        dagster = Path(sys.executable).with_name("dagster")
+        dg = Path(sys.executable).with_name("dg")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+                [str(dg), "dev", "-h", "127.0.0.1", "-p", str(self.port), "--use-active-venv"],
                 cwd=PROJECT_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
@@ -106,12 +106,12 @@ class DagsterDevServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGTERM the server's process group, SIGKILL it after ``timeout_s`` seconds."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGINT the server's process group, then SIGTERM, then SIGKILL, ``timeout_s`` seconds apart."""
         if self.proc is None:
             return
         pgid = self.proc.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(pgid, sig)
             except ProcessLookupError:

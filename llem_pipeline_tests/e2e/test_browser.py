@@ -1,5 +1,6 @@
-"""Drive Debian's Chromium with Playwright: open the measurement job's asset graph in `dagster dev`,
-materialise one demo partition, wait for the run to succeed, and find its row in DuckDB."""
+"""Drive Debian's Chromium with Playwright against `dg dev`: pick a demo partition by its readable label in the
+asset graph's launch dialog and materialise it; the result's page shows SIMULATED and the power trace without
+a click; the efficiency report is a table; the run's row is in DuckDB."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from llem_pipeline.defs.experiments.partitions import MeasurementKey
 from llem_pipeline.storage import ResultStore
-from llem_pipeline_tests.e2e.conftest import study_hashes, today
+from llem_pipeline_tests.e2e.conftest import study_keys, today
 from llem_pipeline_tests.e2e.dagster_server import DagsterDevServer
 from llem_pipeline_tests.e2e.test_graphql import wait_for_run
 
@@ -27,7 +29,9 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.is_file(), "Debian chromium is required: apt-get install -y chromium"
-    config_hash = study_hashes("demo")[0]
+    key = study_keys("demo")[0]
+    config_hash = MeasurementKey.parse(key).config_hash
+    assert key.startswith("demo~batch_size=1~sim~")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -41,8 +45,9 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
             page.get_by_role("button", name="Materialize all").first.click()
             dialog = page.get_by_role("dialog")
             dialog.get_by_text("Select a partition or create one").first.click()
-            page.get_by_placeholder("Filter partitions").fill(config_hash)
-            page.locator("span", has_text=config_hash).first.click()
+            # partitions are listed by readable keys: study, swept value, hardware target
+            page.get_by_placeholder("Filter partitions").fill("demo~batch_size=1")
+            page.locator("span", has_text=key).first.click()
             page.keyboard.press("Escape")
             dialog.get_by_role("button", name="Latest").click()
             dialog.get_by_role("button", name="Launch 1 run").click()
@@ -51,16 +56,27 @@ def test_materialise_a_partition_from_the_asset_graph(dagster_server: DagsterDev
             view.first.click()
             page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}.*"))
             run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-            status = wait_for_run(DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port), run_id)
+            client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port)
+            status = wait_for_run(client, run_id)
             assert status == "SUCCESS", dagster_server.log_tail()
             page.get_by_text("Success", exact=True).first.wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "run_success.png"))
-            # the result's markdown summary shows the power trace PNG inline (data: URI)
+            # the result's page says SIMULATED and shows the power trace, both without a click
             page.goto(f"{dagster_server.url}/assets/experiment_results", wait_until="networkidle")
-            page.get_by_text("[Show Markdown]").first.click()
-            image = page.get_by_role("dialog").locator("img[src^='data:image/png;base64,']").first
+            page.get_by_text("SIMULATED · simulated:sim-gpu:x1").first.wait_for()
+            page.get_by_text("a software model, not a GPU measurement", exact=False).first.wait_for()
+            image = page.locator("img[src^='data:image/png;base64,']").first
             image.wait_for()
-            assert image.evaluate("e => e.naturalWidth") > 100
+            assert image.evaluate("e => e.naturalWidth") >= 100
+            # the efficiency report is a table (with the SIMULATED marker per row), not a markdown blob
+            report_id = client.submit_job_execution("refresh_efficiency_report", repository_location_name="llem_pipeline",
+                                                    repository_name="__repository__")
+            assert wait_for_run(client, report_id) == "SUCCESS", dagster_server.log_tail()
+            page.goto(f"{dagster_server.url}/assets/efficiency_report", wait_until="networkidle")
+            page.get_by_role("columnheader", name="j_per_token").first.wait_for()
+            page.get_by_role("cell", name="SIMULATED").first.wait_for()
+            page.get_by_role("cell", name="batch_size=1").first.wait_for()
+            page.screenshot(path=str(tmp_path / "efficiency_report.png"))
         finally:
             page.screenshot(path=str(tmp_path / "last_page.png"))
             browser.close()

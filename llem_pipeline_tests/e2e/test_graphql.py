@@ -7,9 +7,9 @@ import time
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from llem_pipeline.defs.experiments.partitions import measurement_key, measurement_partitions
+from llem_pipeline.defs.experiments.partitions import MeasurementKey, measurement_partitions, partition_key
 from llem_pipeline.storage import ResultStore
-from llem_pipeline_tests.e2e.conftest import study_hashes, today
+from llem_pipeline_tests.e2e.conftest import study_keys, today
 from llem_pipeline_tests.e2e.dagster_server import LOCATION, DagsterDevServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -28,8 +28,9 @@ def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout_s: float = 4
 
 def test_graphql_client_launches_the_nightly_job(dagster_server: DagsterDevServer) -> None:
     client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port)
-    config_hash = study_hashes("nightly")[0]
-    key = measurement_key(today(), config_hash)
+    measurement = MeasurementKey.parse(study_keys("nightly")[0])
+    config_hash = measurement.config_hash
+    key = partition_key(today(), measurement)
     run_id = client.submit_job_execution(
         "nightly_benchmark_job",
         repository_location_name=LOCATION,
@@ -45,5 +46,18 @@ def test_graphql_client_launches_the_nightly_job(dagster_server: DagsterDevServe
     ).to_pylist()
     assert len(rows) == 1
     assert rows[0]["config_hash"] == config_hash and rows[0]["d"] == today()
-    assert rows[0]["study"] == "nightly" and rows[0]["is_simulated"] is True
+    assert rows[0]["study"] == "nightly" and rows[0]["is_simulated"] is True  # the partition names the study
     assert rows[0]["j_per_token"] > 0
+
+
+def test_a_job_launched_without_a_partition_fails_at_once_with_the_format(dagster_server: DagsterDevServer) -> None:
+    client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port)
+    run_id = client.submit_job_execution("nightly_benchmark_job", repository_location_name=LOCATION,
+                                         repository_name="__repository__")
+    assert wait_for_run(client, run_id) == "FAILURE"
+    data = dagster_server.graphql(
+        "query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename "
+        "... on ExecutionStepFailureEvent { stepKey error { message } } } } } }", {"id": run_id})
+    failures = [e for e in data["logsForRun"]["events"] if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert failures and failures[0]["stepKey"] == "gpu_measurement"
+    assert "this run has no partition" in failures[0]["error"]["message"]

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from llem_pipeline import paths
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.domain.config import ExperimentConfig
 from llem_pipeline.storage import ResultStore, RunRecord
@@ -292,44 +291,42 @@ ESCAPES = ["..", "../..", "../../etc", "/etc", "a/../../b", "a/b", "~root", "x\x
 
 
 def paths_stay_inside(data_dir: Path, outside: Path, examples: int) -> CaseResult:
-    """paths.run_dir refuses parts that could escape; ensure_inside refuses '..' and symlinks out. (The storage
-    layer takes RunRecords and never reads run folders: folder checks belong to the run-folder reader.)"""
+    """run_folder_path refuses parts that could escape the runs root (fuzzed); the run-folder reader refuses a
+    folder whose files link outside it. (The storage layer takes RunRecords and never reads run folders.)"""
+    from llem_pipeline.measure.run_folder import RunFolder, RunFolderError, run_folder_path
+
     res = CaseResult("output paths stay inside the data dir")
-    os.environ["LLEM_DATA_DIR"] = str(data_dir)
+    root = (data_dir / "runs").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for part in ESCAPES:
+        for args in ((part, "0123456789abcdef", "r1"), ("2026-11-01", part, "r1"), ("2026-11-01", "0123456789abcdef", part)):
+            try:
+                p = run_folder_path(root, *args)
+                res.record(p.resolve().is_relative_to(root), f"run_folder_path{args} = {p}")
+            except RunFolderError:
+                res.record(True)
+
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.text(max_size=20), st.text(max_size=20), st.text(max_size=70))
+    def fuzz(day, h, run_id):
+        try:
+            p = run_folder_path(root, day, h, run_id)
+        except RunFolderError:
+            res.record(True)
+            return
+        res.record(p.resolve().is_relative_to(root) and p.parent.parent.parent == root, f"run_folder_path -> {p}")
+
+    fuzz()
+    folder = run_folder_path(root, "2026-11-01", "0123456789abcdef", "r-link")
+    folder.mkdir(parents=True)
+    (outside / "result.json").write_text("{}", encoding="utf-8")
+    (folder / "result.json").symlink_to(outside / "result.json")
     try:
-        root = paths.runs_dir()
-        for part in ESCAPES:
-            for args in ((part, "0123456789abcdef", "r1"), ("2026-11-01", part, "r1"), ("2026-11-01", "0123456789abcdef", part)):
-                try:
-                    p = paths.run_dir(*args)
-                    res.record(paths.ensure_inside(p, root) == p.resolve(), f"run_dir{args} = {p}")
-                except ValueError:
-                    res.record(True)
-
-        @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @given(st.text(max_size=20), st.text(max_size=20), st.text(max_size=70))
-        def fuzz(day, h, run_id):
-            try:
-                p = paths.run_dir(day, h, run_id)
-            except ValueError:
-                res.record(True)
-                return
-            try:
-                res.record(paths.ensure_inside(p, root) is not None and p.parent.parent.parent == root, f"run_dir -> {p}")
-            except ValueError as err:
-                res.record(False, f"run_dir({day!r}, {h!r}, {run_id!r}) escaped: {err}")
-
-        fuzz()
-        (data_dir / "link-out").symlink_to(outside, target_is_directory=True)
-        for p in (data_dir / ".." / "x", data_dir / "link-out" / "y", outside):
-            try:
-                paths.ensure_inside(p)
-                res.record(False, f"ensure_inside accepted {p}")
-            except ValueError:
-                res.record(True)
-    finally:
-        os.environ.pop("LLEM_DATA_DIR", None)
+        RunFolder.open(root, "2026-11-01", "0123456789abcdef", "r-link")
+        res.record(False, "the reader accepted a result.json linked from outside the runs folder")
+    except RunFolderError as err:
+        res.record("outside the runs folder" in str(err), f"wrong refusal: {err}")
     return res
 
 

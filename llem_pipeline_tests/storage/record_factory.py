@@ -12,7 +12,6 @@ as the store wrote it before migration 6, for migration tests). run_folder_facto
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llem_pipeline.domain import (
     AggregationMetadata,
@@ -390,30 +388,13 @@ def with_result(record: RunRecord, **update: Any) -> RunRecord:
     return RunRecord(**fields)
 
 
-def record_from_run_folder(folder: Path, *, run_date: date | str, run_id: str | None = None,
-                           study: str | None = None) -> RunRecord:
-    """Return the RunRecord of a worker's run folder (result.json, process_<k>.json, environment.json,
-    baseline.json, timeseries.parquet, requests.parquet), for tests that run the real worker.
+def record_from_run_folder(folder: Path, *, run_date: date | str, study: str | None = None) -> RunRecord:
+    """Return the RunRecord of a worker's run folder (validated by the run-folder reader), for tests that run
+    the real worker. Raises RunFolderError when the folder breaks the contract."""
+    from llem_pipeline.defs.results.records import run_record
+    from llem_pipeline.measure.run_folder import RunFolder
 
-    Raises FileNotFoundError when the folder or its result.json is missing.
-    """
-    folder = Path(folder)
-    result = ExperimentResult.model_validate_json((folder / "result.json").read_text(encoding="utf-8"))
-    procs = sorted((RawProcessResult.model_validate_json(p.read_text(encoding="utf-8"))
-                    for p in folder.glob("process_*.json")), key=lambda p: p.process_index)
-    env_file, base_file = folder / "environment.json", folder / "baseline.json"
-    return RunRecord.build(
-        result,
-        run_date=run_date,
-        run_id=run_id or folder.name,
-        processes=procs or None,
-        environment=EnvironmentSnapshot.model_validate_json(env_file.read_text(encoding="utf-8"))
-        if env_file.is_file() else None,
-        baseline=json.loads(base_file.read_text(encoding="utf-8")) if base_file.is_file() else None,
-        power_samples=pq.read_table(folder / "timeseries.parquet") if (folder / "timeseries.parquet").is_file() else None,
-        requests=pq.read_table(folder / "requests.parquet") if (folder / "requests.parquet").is_file() else None,
-        study=study,
-    )
+    return run_record(RunFolder.at(Path(folder), str(run_date)), study=study)
 
 
 # Column names the store used before migration 6 for the renamed experiment_results columns.

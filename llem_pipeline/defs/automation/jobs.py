@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from llem_pipeline.defs.constants import MEASUREMENT_GROUP, RESULTS_GROUP
 from llem_pipeline.defs.reports.assets import efficiency_report
 
-MEASUREMENT_ASSETS = dg.AssetSelection.groups(MEASUREMENT_GROUP, RESULTS_GROUP)
+# The GPU step's three assets and the store step's three: one measurement run materialises all six.
+MEASUREMENT_ASSETS = dg.AssetSelection.assets(
+    "environment_snapshot", "baseline_power", "raw_process_results",
+    "experiment_results", "power_timeseries", "request_latencies",
+)
 # A run that outlives this is failed by run monitoring (dagster.yaml enables it), freeing its GPU slot.
 MAX_RUNTIME_S = 6 * 3600
 

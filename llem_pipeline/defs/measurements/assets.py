@@ -13,12 +13,12 @@ from pathlib import Path
 import dagster as dg
 
 from llem_pipeline.defs.constants import (
+    ASSET_GROUP,
     GAP_TAG,
     GPU_OP_TAG,
     GPU_POOL,
     GPU_STEP_KEY,
     HARNESS_CODE_VERSION,
-    MEASUREMENT_GROUP,
     OWNERS,
     RUN_FOLDER_IO_MANAGER,
 )
@@ -42,7 +42,7 @@ from llem_pipeline.measure.run_folder import RunFolder, RunFolderError, run_fold
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     return dg.AssetOut(
         description=description,
-        group_name=MEASUREMENT_GROUP,
+        group_name=ASSET_GROUP,
         owners=OWNERS,
         kinds=kinds,
         code_version=HARNESS_CODE_VERSION,

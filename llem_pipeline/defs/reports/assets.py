@@ -4,7 +4,7 @@ import dagster as dg
 import pyarrow as pa
 
 from llem_pipeline.defs.charts import embed_png, j_per_token_png, save_png
-from llem_pipeline.defs.constants import DUCKDB_IO_MANAGER, OWNERS, REPORTS_GROUP, RESULTS_CODE_VERSION
+from llem_pipeline.defs.constants import ASSET_GROUP, DUCKDB_IO_MANAGER, OWNERS, RESULTS_CODE_VERSION
 from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_table
 from llem_pipeline.defs.settings import LlemPaths
 from llem_pipeline.storage.io_manager import RESULTS
@@ -12,7 +12,7 @@ from llem_pipeline.storage.io_manager import RESULTS
 
 @dg.asset(
     ins={"efficiency": dg.AssetIn(RESULTS, metadata={"view": "efficiency"}, input_manager_key=DUCKDB_IO_MANAGER)},
-    group_name=REPORTS_GROUP,
+    group_name=ASSET_GROUP,
     owners=OWNERS,
     kinds={"duckdb", "sql"},
     code_version=RESULTS_CODE_VERSION,

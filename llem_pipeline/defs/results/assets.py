@@ -8,18 +8,17 @@ is kept: a new measurement adds rows, it never replaces another run's. Then the 
 """
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 
 import dagster as dg
 import pyarrow as pa
 
-from llem_pipeline.defs.charts import embed_png, power_trace_png, save_png
+from llem_pipeline.defs.charts import embed_png, inline_sparkline, power_trace_png, save_png
 from llem_pipeline.defs.constants import (
+    ASSET_GROUP,
     CYCLE_TAG,
     DUCKDB_IO_MANAGER,
     OWNERS,
     RESULTS_CODE_VERSION,
-    RESULTS_GROUP,
     STORE_STEP_KEY,
     STUDY_TAG,
 )
@@ -34,13 +33,12 @@ from llem_pipeline.defs.results.quality import (
     check_repeatability,
     run_checks,
 )
-from llem_pipeline.defs.results.summary import headline_metadata, summary_markdown
+from llem_pipeline.defs.results.records import run_record
+from llem_pipeline.defs.results.summary import device_metadata, headline_metadata, summary_markdown
 from llem_pipeline.defs.settings import LlemPaths, LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
-from llem_pipeline.domain.identity import compute_workload_hash, hardware_id
 from llem_pipeline.measure.run_folder import RunFolder
 from llem_pipeline.storage.io_manager import LATENCIES, POWER, RESULTS
-from llem_pipeline.storage.records import RunRecord
 
 CHECK_SPECS = [
     dg.AssetCheckSpec(name=name, asset=RESULTS, description=text, partitions_def=measurement_partitions)
@@ -51,7 +49,7 @@ _SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity
 
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     return dg.AssetOut(
-        description=description, group_name=RESULTS_GROUP, owners=OWNERS, code_version=RESULTS_CODE_VERSION,
+        description=description, group_name=ASSET_GROUP, owners=OWNERS, code_version=RESULTS_CODE_VERSION,
         kinds=kinds, io_manager_key=DUCKDB_IO_MANAGER, is_required=True,
     )
 
@@ -97,16 +95,11 @@ def store_results(
     folder = raw_process_results
     result = folder.result
     measured_tags = _measuring_run_tags(context, folder.run_id)
-    hardware = hardware_id(environment_snapshot.device_kind, environment_snapshot.gpu_names)
     cycle = measured_tags.get(CYCLE_TAG)
-    record = RunRecord(
-        run_date=date.fromisoformat(folder.run_date), config_hash=folder.config_hash, run_id=folder.run_id,
-        hardware_id=hardware, workload_hash=compute_workload_hash(folder.config),
-        study=measured_tags.get(STUDY_TAG) or key.study, cycle=int(cycle) if cycle is not None else None,
-        measurement_key=key.key, label=key.label, result=result, processes=folder.processes,
-        environment=environment_snapshot, baseline=baseline_power,
-        power_samples=folder.power_samples, requests=folder.requests,
-    )
+    record = run_record(folder, environment=environment_snapshot, baseline=baseline_power,
+                        study=measured_tags.get(STUDY_TAG) or key.study, cycle=int(cycle) if cycle is not None else None,
+                        measurement_key=key.key, label=key.label)
+    hardware = record.hardware_id
     store = llem_store.store()
     previous = store.previous_result(folder.config_hash, hardware, result.start_time, folder.run_id) \
         if store.path.is_file() else None
@@ -116,6 +109,8 @@ def store_results(
         chart = drawing.submit(_power_trace_png, folder.power_samples, key.label, folder.run_date)
         common = {"run_id": folder.run_id, "label": key.label, "hardware_id": hardware}
         yield dg.Output(record, RESULTS, metadata={
+            **device_metadata(result, hardware),
+            "power_trace": dg.MetadataValue.md(inline_sparkline(*trace_series(folder.power_samples), "power trace")),
             **headline_metadata(result), **common, "workload_hash": record.workload_hash,
             "summary": dg.MetadataValue.md(summary_markdown(result, outcomes, folder.run_date, key.label)),
         })

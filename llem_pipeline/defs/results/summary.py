@@ -15,6 +15,19 @@ def is_simulated(result: ExperimentResult) -> bool:
     return result.device_kind != "nvml" or result.energy_method == "simulated"
 
 
+def device_metadata(result: ExperimentResult, hardware: str) -> dict[str, Any]:
+    """Return the metadata that says, without a click, what measured the result: 'device' (SIMULATED or real
+    GPU with the hardware id) and, for a simulated result, a short markdown banner the UI shows inline."""
+    if is_simulated(result):
+        return {
+            "device": dg.MetadataValue.text(f"SIMULATED · {hardware}"),
+            "simulated": dg.MetadataValue.md(
+                f"**SIMULATED** — energy from a {result.device_kind or 'non-NVML'} device ({hardware}), a software "
+                "model, not a GPU measurement: use it to test the pipeline, never to compare hardware."),
+        }
+    return {"device": dg.MetadataValue.text(f"real GPU · {hardware}")}
+
+
 def _num(value: float | int | None) -> float | None:
     return None if value is None else float(value)
 

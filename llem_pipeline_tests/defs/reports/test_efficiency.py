@@ -1,45 +1,61 @@
-"""efficiency_report on DuckDB: views refreshed, table and J/token chart across the swept batch sizes."""
+"""efficiency_report: the efficiency view loaded through the DuckDB I/O manager, as a table and a chart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import dagster as dg
-from llem_pipeline.defs.store_resource import LlemStore
+from dagster_duckdb import DuckDBResource
 
 from llem_pipeline.defs.reports.assets import efficiency_report
-from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_markdown
+from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_table
+from llem_pipeline.defs.settings import LlemPaths
 from llem_pipeline.storage import ResultStore
+from llem_pipeline.storage.io_manager import LlemDuckDBIOManager
 from llem_pipeline_tests.storage.record_factory import make_config, make_record
 
 
-def test_report_on_empty_store_says_what_to_do(llem_env: Path) -> None:
-    out = efficiency_report(context=dg.build_asset_context(), llem_store=LlemStore())
-    assert "No results" in out.metadata["efficiency"].value
+def _view(db: Path):
+    """Load the efficiency view the way efficiency_report's input is loaded (the I/O manager, public contexts)."""
+    manager = LlemDuckDBIOManager(duckdb=DuckDBResource(database=str(db)))
+    context = dg.build_input_context(definition_metadata={"view": "efficiency"},
+                                     upstream_output=dg.build_output_context(asset_key=dg.AssetKey("experiment_results")))
+    return manager.load_input(context)
+
+
+def test_report_on_an_empty_store_has_no_rows_and_no_chart(tmp_path: Path) -> None:
+    out = efficiency_report(context=dg.build_asset_context(), efficiency=_view(tmp_path / "none.duckdb"),
+                            llem_paths=LlemPaths(data_dir=str(tmp_path)))
+    assert out.metadata["dagster/row_count"] == 0
     assert "j_per_token_chart" not in out.metadata
 
 
-def test_report_shows_each_batch_size(llem_env: Path) -> None:
-    store = ResultStore(llem_env / "llem.duckdb")
+def test_report_is_a_table_with_a_schema_and_a_chart_per_setting(tmp_path: Path) -> None:
+    db = tmp_path / "llem.duckdb"
+    store = ResultStore(db)
     for bs in (1, 4, 8):
         store.write_run(make_record(make_config(batch_size=bs), run_id=f"run-{bs}"))
-    out = efficiency_report(context=dg.build_asset_context(), llem_store=LlemStore())
-    table = out.metadata["efficiency"].value
-    assert "**SIMULATED**" in table
-    for bs in (1, 4, 8):
-        assert f"batch_size={bs}" in table
+    out = efficiency_report(context=dg.build_asset_context(), efficiency=_view(db),
+                            llem_paths=LlemPaths(data_dir=str(tmp_path)))
+    table = out.metadata["efficiency"]
+    assert isinstance(table, dg.TableMetadataValue)
+    columns = [c.name for c in table.schema.columns]
+    assert {"model", "setting", "hardware", "device", "workload", "n_runs", "j_per_token", "ci_low",
+            "ci_high"} <= set(columns)
+    rows = [r.data for r in table.records]
+    assert sorted(r["setting"] for r in rows) == ["batch_size=1", "batch_size=4", "batch_size=8"]
+    assert {r["device"] for r in rows} == {"SIMULATED"} and out.metadata["simulated_rows"] == 3
     assert out.metadata["dagster/row_count"] == 3
     assert Path(out.metadata["j_per_token_png"].value).read_bytes()[:4] == b"\x89PNG"
-    assert set(out.metadata["view_rows"].value) == {"latest_results", "config_stats", "efficiency", "nightly_trend"}
 
 
-def test_markdown_and_chart_rows_from_view_rows() -> None:
+def test_table_cells_and_chart_points_from_view_rows() -> None:
     rows = [
-        {"model": "m", "backend": "pytorch", "precision": "fp32", "setting": "batch_size=1", "is_simulated": False,
-         "j_per_token": 0.5, "tokens_per_s": 10.0},
-        {"model": "m", "backend": "pytorch", "precision": "fp32", "setting": "batch_size=8", "is_simulated": False,
-         "j_per_token": None},
+        {"model": "m", "backend": "pytorch", "setting": "batch_size=1", "hardware_id": "nvml:H100:x1",
+         "is_simulated": False, "j_per_token": 0.5, "tokens_per_s": float("nan")},
+        {"model": "m", "backend": "pytorch", "setting": "batch_size=8", "hardware_id": "nvml:H100:x1",
+         "is_simulated": False, "j_per_token": None},
     ]
-    assert chart_rows(rows) == [("m · pytorch · fp32", "batch_size=1", 0.5)]
-    text = efficiency_markdown(rows)
-    assert "SIMULATED" not in text and "real GPU" in text and "n/a" in text
+    assert chart_rows(rows) == [("m · pytorch · nvml:H100:x1", "batch_size=1", 0.5)]
+    records = [r.data for r in efficiency_table(rows).records]
+    assert records[0]["device"] == "real GPU" and records[0]["tokens_per_s"] is None and records[1]["j_per_token"] is None

@@ -1,4 +1,4 @@
-"""Each SPEC §3.11 check passes on a sound result and fails (with its severity) on the broken variant."""
+"""Each quality check passes on a sound result and fails (with its severity) on the broken variant."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from llem_pipeline.defs.results import quality as Q
 from llem_pipeline.domain import ThermalThrottleInfo
 from llem_pipeline.domain.experiment import ExperimentResult
-from llem_pipeline_tests.storage.run_folder_factory import make_config, make_result
+from llem_pipeline_tests.storage.record_factory import make_config, make_result
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,9 @@ def nvml_result() -> ExperimentResult:
 
 
 def test_sound_nvml_result_passes_everything(nvml_result: ExperimentResult) -> None:
-    outcomes = Q.run_checks(nvml_result, previous_j_per_token=nvml_result.avg_energy_per_token_j)
+    outcomes = Q.run_checks(nvml_result, (nvml_result.avg_energy_per_token_j, "2026-11-30", "run-before"))
     assert [o.name for o in outcomes if not o.passed] == []
-    assert [o.name for o in outcomes] == list(Q.CHECK_DESCRIPTIONS)
+    assert [o.name for o in outcomes] == [n for n in Q.CHECK_DESCRIPTIONS if n != "repeatable"]
 
 
 def test_schema_version(nvml_result: ExperimentResult) -> None:
@@ -58,6 +58,17 @@ def test_simulated_device_warns(nvml_result: ExperimentResult) -> None:
 
 def test_regression_threshold_is_ten_percent(nvml_result: ExperimentResult) -> None:
     now = nvml_result.avg_energy_per_token_j
-    assert Q.check_regression(nvml_result, now / 1.0999, "prev").passed
-    worse = Q.check_regression(nvml_result, now / 1.11, "prev")
-    assert not worse.passed and worse.severity == "WARN"
+    assert Q.check_regression(nvml_result, (now / 1.0999, "2026-11-30", "prev-run")).passed
+    worse = Q.check_regression(nvml_result, (now / 1.11, "2026-11-30", "prev-run"))
+    assert not worse.passed and worse.severity == "WARN" and "2026-11-30" in worse.description
+    assert Q.check_regression(nvml_result, None).passed  # nothing to compare with on this hardware
+
+
+def test_repeatability_needs_two_runs_and_a_cv_within_five_percent() -> None:
+    assert Q.check_repeatability(None).passed
+    assert Q.check_repeatability({"n_runs": 1, "j_per_token_cv": None}).passed
+    steady = Q.check_repeatability({"n_runs": 3, "j_per_token_cv": 0.049, "j_per_token_ci_low": 1.0,
+                                    "j_per_token_ci_high": 1.1})
+    assert steady.passed and steady.metadata["j_per_token_ci_high"] == 1.1
+    noisy = Q.check_repeatability({"n_runs": 3, "j_per_token_cv": 0.08})
+    assert not noisy.passed and noisy.severity == "WARN" and "8.0%" in noisy.description
