@@ -67,11 +67,17 @@ def _fail(message: str) -> int:
 def main_run(argv: list[str] | None = None) -> int:
     """Run ``llem run``; return the exit code (0 every run succeeded, 1 a run failed, 2 bad input)."""
     args = _parser().parse_args(argv)
-    run_date = args.date or datetime.now(UTC).date().isoformat()
+    today = datetime.now(UTC).date()
+    run_date = args.date or today.isoformat()
     try:
-        datetime.strptime(run_date, "%Y-%m-%d")
+        day = datetime.strptime(run_date, "%Y-%m-%d").date()
     except ValueError:
         return _fail(f"--date={run_date!r} is not a date: use YYYY-MM-DD")
+    from llem_pipeline.defs.experiments.partitions import FIRST_RUN_DATE
+
+    if not (FIRST_RUN_DATE <= run_date and (day - today).days <= 1):
+        return _fail(f"--date={run_date!r} has no partition: measurement dates run from {FIRST_RUN_DATE} to tomorrow "
+                     f"({today.isoformat()} is today, UTC)")
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
     devices = os.environ.get("LLEM_DEVICES", "").strip()
     if not devices:

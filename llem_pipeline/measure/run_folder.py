@@ -10,18 +10,22 @@ The worker writes it, the pipeline reads it; this module is both sides::
         result.json         ExperimentResult v2.0, aggregated once, by the worker
         timeseries.parquet  every power sample (TIMESERIES_COLUMNS)
         requests.parquet    one row per measured request (REQUESTS_COLUMNS)
+        manifest.json       every other file's size (bytes) and SHA-256, written last
 
 Writing is atomic: everything goes into a hidden staging folder ``.<run_id>.tmp-<pid>`` beside the
 final one and is renamed into place when complete, so a folder that exists is complete. Staging folders
 of workers that died (SIGKILL, OOM) are removed by ``remove_dead_staging`` when the next worker starts.
+Where a rename is not atomic (a copy to shared or object storage), the manifest is what marks the folder
+complete: a reader verifies every file against it.
 
-Reading goes through ``RunFolder.open``, which validates the whole folder (names, models, hashes, Parquet
-columns, and that nothing resolves outside the runs root) and raises ``RunFolderError`` naming the file,
-the problem and the fix.
+Reading goes through ``RunFolder.open``, which validates the whole folder (the manifest's sizes and hashes,
+names, models, hashes, Parquet columns, and that nothing resolves outside the runs root) and raises
+``RunFolderError`` naming the file, the problem and the fix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -46,8 +50,8 @@ from llem_pipeline.domain.experiment import (
 from llem_pipeline.domain.requests import RequestRecord
 
 CONFIG, ENVIRONMENT, BASELINE, RESULT = "config.json", "environment.json", "baseline.json", "result.json"
-TIMESERIES, REQUESTS = "timeseries.parquet", "requests.parquet"
-REQUIRED_FILES = (CONFIG, ENVIRONMENT, RESULT, TIMESERIES, REQUESTS)
+TIMESERIES, REQUESTS, MANIFEST = "timeseries.parquet", "requests.parquet", "manifest.json"
+REQUIRED_FILES = (CONFIG, ENVIRONMENT, RESULT, TIMESERIES, REQUESTS, MANIFEST)
 TIMESERIES_COLUMNS: tuple[str, ...] = (
     "process_index", "device_index", "device_uuid", "t_mono_s", "t_rel_s", "utc", "power_w", "energy_mj",
     "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "gpu_util_pct", "mem_used_mb", "clock_event_reasons", "phase",
@@ -90,10 +94,51 @@ def write_json(path: Path, obj: BaseModel | dict[str, Any] | list[Any]) -> Path:
     return path
 
 
+def file_digest(path: Path) -> str:
+    """Return the hex SHA-256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """Write ``manifest.json`` into ``folder``: {file name: {bytes, sha256}} of every other plain file; returns it."""
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_digest(p)}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    return write_json(folder / MANIFEST, {"files": files})
+
+
+def verify_manifest(folder: Path) -> None:
+    """Check every file listed in ``folder``'s manifest.json (present, size, SHA-256) and that no other plain
+    file is there; raises RunFolderError naming the first file that differs."""
+    path = folder / MANIFEST
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunFolderError(f"{path}: unreadable manifest ({exc}): the folder is incomplete; measure it again") from None
+    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    extra = sorted(present - set(listed))
+    if extra:
+        raise RunFolderError(f"{folder}: {', '.join(extra)} not in the manifest (added after the worker finished)")
+    for name, expected in listed.items():
+        target = folder / name
+        if not target.is_file():
+            raise RunFolderError(f"{target} is listed in the manifest but missing: an incomplete copy")
+        size = target.stat().st_size
+        if size != expected.get("bytes"):
+            raise RunFolderError(f"{target}: {size} bytes, the manifest says {expected.get('bytes')}: an incomplete "
+                                 "or altered copy")
+        if file_digest(target) != expected.get("sha256"):
+            raise RunFolderError(f"{target}: SHA-256 differs from the manifest's: the file was altered after writing")
+
+
 @contextmanager
 def staged_run_folder(final: Path) -> Iterator[Path]:
-    """Yield a staging folder beside ``final``; on normal exit rename it to ``final`` (replacing an older
-    folder of the same name), on error remove it. Raises OSError naming the parent when it is not writable.
+    """Yield a staging folder beside ``final``; on normal exit write its manifest and rename it to ``final``
+    (replacing an older folder of the same name), on error remove it. Raises OSError naming the parent when it
+    is not writable.
     """
     final = Path(final)
     try:
@@ -109,6 +154,7 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    write_manifest(staging)
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -234,6 +280,7 @@ class RunFolder:
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
         if missing:
             raise RunFolderError(f"{path}: missing {', '.join(missing)} (an incomplete or foreign folder)")
+        verify_manifest(path)
         result = folder.result
         if result.measurement_config_hash != config_hash:
             raise RunFolderError(

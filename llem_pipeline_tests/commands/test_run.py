@@ -31,9 +31,11 @@ def test_run_needs_llem_devices(env: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert "LLEM_DEVICES is not set" in capsys.readouterr().err
 
 
-def test_run_refuses_a_date_that_is_not_one(env: Path, capsys) -> None:
+def test_run_refuses_a_date_that_is_not_one_or_has_no_partition(env: Path, capsys) -> None:
     assert main_run(["demo", "--date", "2026-13-40"]) == 2
-    assert "--date='2026-13-40'" in capsys.readouterr().err
+    assert "--date='2026-13-40' is not a date" in capsys.readouterr().err
+    assert main_run(["demo", "--date", "2020-01-01"]) == 2
+    assert "has no partition: measurement dates run from 2026-11-01" in capsys.readouterr().err
 
 
 def test_run_names_an_unknown_study_and_the_bad_files(env: Path, capsys) -> None:

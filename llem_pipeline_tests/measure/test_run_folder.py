@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from llem_pipeline.measure.run_folder import (
+    MANIFEST,
     RESULT,
     TIMESERIES,
     RunFolder,
@@ -22,6 +23,7 @@ from llem_pipeline.measure.run_folder import (
     run_folder_path,
     runs_root_of,
     staged_run_folder,
+    write_manifest,
 )
 from llem_pipeline_tests.conftest import MEASURED_DATE, MEASURED_RUN_ID
 
@@ -73,6 +75,28 @@ def test_a_damaged_folder_is_refused_naming_the_file(runs, damage: str) -> None:
     else:
         (path / "process_0.json").rename(path / "process_1.json")
         expected = "not numbered 0..n-1"
+    write_manifest(path)  # as if the worker itself had written the bad file: the content checks catch it
+    with pytest.raises(RunFolderError, match=expected):
+        _open(root, h)
+
+
+@pytest.mark.parametrize("change", ["altered", "truncated", "extra", "no_manifest"])
+def test_a_copy_that_differs_from_its_manifest_is_refused(runs, change: str) -> None:
+    root, h = runs
+    path = run_folder_path(root, MEASURED_DATE, h, MEASURED_RUN_ID)
+    data = (path / RESULT).read_bytes()
+    if change == "altered":
+        (path / RESULT).write_bytes(data.replace(b'"schema_version": "2.0"', b'"schema_version": "2.1"'))  # same size
+        expected = "SHA-256 differs"
+    elif change == "truncated":
+        (path / TIMESERIES).write_bytes((path / TIMESERIES).read_bytes()[:100])
+        expected = "an incomplete or altered copy"
+    elif change == "extra":
+        (path / "notes.txt").write_text("added later")
+        expected = "not in the manifest"
+    else:
+        (path / MANIFEST).unlink()
+        expected = "missing manifest.json"
     with pytest.raises(RunFolderError, match=expected):
         _open(root, h)
 
@@ -104,6 +128,7 @@ def test_staging_is_renamed_into_place_only_when_complete(tmp_path: Path) -> Non
     with staged_run_folder(final) as staging:
         (staging / "result.json").write_text("{}")
     assert (final / "result.json").is_file() and [p.name for p in final.parent.iterdir()] == ["run-1"]
+    assert (final / MANIFEST).is_file()  # written last, over everything else
 
 
 def test_staging_folders_of_dead_workers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
