@@ -75,7 +75,7 @@ def main_run(argv: list[str] | None = None) -> int:
         return _fail(f"--date={run_date!r} is not a date: use YYYY-MM-DD")
     from llem_pipeline.defs.experiments.partitions import FIRST_RUN_DATE
 
-    if not (FIRST_RUN_DATE <= run_date and (day - today).days <= 1):
+    if not (run_date >= FIRST_RUN_DATE and (day - today).days <= 1):
         return _fail(f"--date={run_date!r} has no partition: measurement dates run from {FIRST_RUN_DATE} to tomorrow "
                      f"({today.isoformat()} is today, UTC)")
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
