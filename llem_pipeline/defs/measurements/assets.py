@@ -124,7 +124,8 @@ def gpu_measurement(
         stderr_log = Path(tmp) / "worker.stderr"
         try:
             with gpu_allocator.acquire(config.num_processes * config.devices_per_process, holder=run_id,
-                                       gap_s=_gap_s(context), lock_dir=llem_paths.locks()) as lease:
+                                       gap_s=_gap_s(context), lock_dir=llem_paths.locks(),
+                                       on_wait=context.log.info) as lease:
                 gap = f" after a {lease.gap_wait_s:.1f} s cooldown" if lease.gap_wait_s else ""
                 context.log.info(f"GPU lease: devices={lease.worker_devices!r} for {key.label} ({run_date}){gap}")
                 command = measurement_worker.command(

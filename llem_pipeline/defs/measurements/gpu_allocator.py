@@ -73,6 +73,14 @@ def _try_lock(path: Path, holder: str) -> IO[str] | None:
     return handle
 
 
+def _holder(lock: Path) -> str:
+    """Return the holder line a lock file names ('' when unreadable)."""
+    try:
+        return lock.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
 def _released_path(lock: Path) -> Path:
     """Return the file beside ``lock`` holding when its device was last released (monotonic s)."""
     return lock.with_suffix(".released")
@@ -118,7 +126,8 @@ class GpuAllocator(dg.ConfigurableResource):
 
     @contextmanager
     def acquire(self, count: int = 1, holder: str = "", gap_s: float = 0.0, lock_dir: Path | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[GpuLease]:
+                sleep: Callable[[float], None] = time.sleep,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[GpuLease]:
         """Yield a GpuLease of ``count`` devices, each locked until the block exits.
 
         ``gap_s``: the cooldown a study asks for between experiments, s: with the devices locked, the lease
@@ -127,7 +136,7 @@ class GpuAllocator(dg.ConfigurableResource):
         device is shared by design of the simulation but still locked, so two simulated measurements never
         overlap either. Raises GpuAllocationError when ``count`` exceeds the devices or no devices came free
         within ``wait_timeout_s`` seconds. ``lock_dir`` overrides the lock folder (the code location passes
-        LlemPaths.locks()).
+        LlemPaths.locks()). ``on_wait(text)`` is called once if the devices are busy, naming their holders.
         """
         slots = self.slots()
         simulated = any(s.simulated for s in slots)
@@ -156,6 +165,10 @@ class GpuAllocator(dg.ConfigurableResource):
                     waited = _cooldown([folder / s.lock_name for s in taken], gap_s, sleep)
                     yield GpuLease(slots=tuple(taken), gap_wait_s=waited)
                     return
+            if on_wait is not None:
+                on_wait(f"waiting for {need} GPU(s) among {[s.token for s in slots]}: held by "
+                        + "; ".join(_holder(folder / s.lock_name) for s in slots))
+                on_wait = None
             if time.monotonic() > deadline:
                 raise GpuAllocationError(
                     f"no {need} free GPU(s) among {[s.token for s in slots]} within {self.wait_timeout_s:.0f} s "
