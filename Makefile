@@ -10,13 +10,10 @@ UI_PORT ?= 3000
 
 .PHONY: setup demo test test-fast test-vllm ui bench lint gpu-check browser-deps clean
 
-# torch==2.13.0 is installed first: on a CPU machine it is the local CPU wheel, and with it in place the
-# project's torch range is already satisfied, so pip never pulls a CUDA build. vLLM is never installed here.
-.venv/.installed: pyproject.toml
-	@test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q 'torch==2.13.0'
-	$(PIP) install -q -e '.[dev]'
+# scripts/setup.sh: torch==2.13.0 first (the local CPU wheel on a CPU machine, so pip never pulls a CUDA build),
+# then the project; it says what it installs and how long it takes. vLLM is never installed here.
+.venv/.installed: pyproject.toml scripts/setup.sh
+	@bash scripts/setup.sh
 	@touch $@
 
 setup: .venv/.installed
