@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         refresh_report,
         register_study,
     )
+    from llem_pipeline.defs.experiments.registry import scan_report_lines, scan_studies
     from llem_pipeline.domain.errors import ConfigError
 
     with dg.DagsterInstance.get() as instance:
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"llem launch: error: {err}", file=sys.stderr)
             return 2
+        # skipped sweep points of this study and every invalid study file, with the reason (one line each)
+        for line in scan_report_lines(scan_studies(), study=args.study):
+            print(f"llem launch: warning: {line}", file=sys.stderr, flush=True)
         mode = f"{args.parallel} run(s) at once" if args.parallel else f"pipelined over {gpu_pool_limit(instance)} GPU slot(s)"
         print(f"{args.study}: {len(hashes)} config(s) for {args.date} on {os.environ['DAGSTER_HOME']}, {mode}", flush=True)
         outcomes = materialize_partitions(args.date, hashes, parallel=args.parallel,

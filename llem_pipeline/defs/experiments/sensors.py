@@ -1,14 +1,20 @@
 """study_registry: studies/*.yaml → dynamic config partitions + experiment_configs rows (running by default).
 
-Invalid study files never crash the sensor: each is logged with its error and named in the tick's
-skip reason; the valid ones are still registered.
+Invalid study files never crash the sensor: each is read on its own (bounded in size, sweep points and
+time), logged with its error and named in the tick's skip reason; the valid ones are still registered.
+Skipped sweep points are logged with their reason whenever the studies change.
 """
 
 
 import dagster as dg
 
 from llem_pipeline.defs.experiments.partitions import CONFIG_PARTITIONS_NAME, config_partitions
-from llem_pipeline.defs.experiments.registry import StudyScan, remember_config, scan_studies
+from llem_pipeline.defs.experiments.registry import (
+    StudyScan,
+    remember_config,
+    scan_report_lines,
+    scan_studies,
+)
 from llem_pipeline.defs.store_resource import LlemStore
 
 
@@ -40,14 +46,19 @@ def study_registry(context: dg.SensorEvaluationContext, llem_store: LlemStore) -
     for name, message in sorted(scan.errors.items()):
         context.log.warning(f"invalid study file {name} (skipped): {message}")
     invalid = f" Invalid study files (skipped): {problems}" if problems else ""
+    skipped = f" {scan.skipped_count()} sweep point(s) skipped (see the tick's log)." if scan.skipped_count() else ""
     known = set(context.instance.get_dynamic_partitions(CONFIG_PARTITIONS_NAME))
     pending = set(scan.configs) - known
     if scan.fingerprint == context.cursor and not pending:
-        return dg.SkipReason(f"studies unchanged ({len(scan.plans)} valid, {len(scan.configs)} configs).{invalid}")
+        return dg.SkipReason(
+            f"studies unchanged ({len(scan.plans)} valid, {len(scan.configs)} configs).{skipped}{invalid}"
+        )
+    for line in scan_report_lines(scan, invalid_files=False):  # invalid files were logged above
+        context.log.warning(line)
     new, written = register_studies(scan, llem_store, known)
     context.log.info(f"registered {len(new)} new config(s) {new}; {written} experiment_configs row(s) upserted")
     return dg.SensorResult(
         dynamic_partitions_requests=[config_partitions.build_add_request(new)] if new else [],
         cursor=scan.fingerprint,
-        skip_reason=f"registered {len(new)} new config(s), {written} experiment_configs row(s).{invalid}",
+        skip_reason=f"registered {len(new)} new config(s), {written} experiment_configs row(s).{skipped}{invalid}",
     )
