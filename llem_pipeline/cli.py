@@ -1,13 +1,19 @@
 """The ``llem`` command: a dispatcher over subcommands, each a ``main_*(argv) -> int`` function in its own module.
 
 Add a subcommand by adding one entry to ``COMMANDS``; its module is imported only when the subcommand
-runs, so ``llem make-model`` never imports Dagster or DuckDB.
+runs, so ``llem make-model`` never imports Dagster or DuckDB. A reader that stops early (``llem -h | head -3``,
+``llem sql ... | head -1``) ends the command quietly with exit status 141 (128 + SIGPIPE, what a shell
+reports for a tool killed by the closed pipe), never with a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Callable
+
+CLOSED_PIPE_EXIT = 141  # 128 + SIGPIPE
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -33,8 +39,36 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null, so the interpreter's final flush of stdout cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured by a test): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def quiet_on_closed_pipe(run: Callable[[], int]) -> int:
+    """Return ``run()``'s exit code, flushing stdout before returning; CLOSED_PIPE_EXIT, with no traceback and
+    nothing more written, when the reader of stdout has gone away (BrokenPipeError)."""
+    try:
+        code = run()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return CLOSED_PIPE_EXIT
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``llem <command> ...``; return the process exit code (0 ok, 2 usage error)."""
+    """Run ``llem <command> ...``; return the process exit code (0 ok, 2 usage error, 141 stdout closed early)."""
+    return quiet_on_closed_pipe(lambda: _dispatch(argv))
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    """Run the subcommand named in ``argv`` (default sys.argv[1:]); return its exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage())
