@@ -36,6 +36,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (2, "migrations/002_nightly_trend_columns.sql", "previous-night columns on experiment_results for nightly_trend"),
     (3, "migrations/003_schema_views.sql", "schema_views: which views.sql is applied"),
     (4, "migrations/004_partition_manifest.sql", "partition_manifest and write_sequence: what the store wrote (audit)"),
+    (5, "migrations/005_retired_configs.sql", "experiment_configs.study_file and retired_at: configs no study defines"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
