@@ -33,7 +33,9 @@ def dagster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dagster
     server.start()
     try:
         wanted = set(study_hashes("demo")) | set(study_hashes("nightly"))
-        deadline = time.monotonic() + 120
+        # the sensor ticks every 30 s once the daemon runs: registration comes within a minute; the bound only
+        # turns a sensor that never registers into an error (a loaded machine slows the daemon's start)
+        deadline = time.monotonic() + 300
         instance = dg.DagsterInstance.from_config(str(server.home))
         while not wanted <= set(instance.get_dynamic_partitions(CONFIG_PARTITIONS_NAME)):
             if time.monotonic() > deadline:

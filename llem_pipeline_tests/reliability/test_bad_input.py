@@ -1,4 +1,4 @@
-"""Bad input (issue 7, case 3): fuzzed ExperimentConfig / StudyConfig dicts and study YAML text, malformed
+"""Bad input (reliability suite: bad input): fuzzed ExperimentConfig / StudyConfig dicts and study YAML text, malformed
 JSONL prompt files, a missing model path, a study with no valid point.
 
 Every input either yields a usable object (a config that hashes and round-trips, a study plan) or ONE
