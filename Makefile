@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 UI_PORT ?= 3000
 
-.PHONY: setup demo test test-fast test-vllm ui bench lint gpu-check browser-deps clean
+.PHONY: setup demo test test-under-load test-fast test-vllm ui bench lint gpu-check browser-deps clean
 
 # torch==2.13.0 is installed first: on a CPU machine it is the local CPU wheel, and with it in place the
 # project's torch range is already satisfied, so pip never pulls a CUDA build. vLLM is never installed here.
@@ -33,8 +33,16 @@ browser-deps:
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || (echo "install Chromium at /usr/bin/chromium for the browser test" && exit 1)
 	@command -v strace >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq strace >/dev/null) ) || (echo "install strace for the storage race test" && exit 1)
 
+# The whole suite (everything but vLLM and real-GPU tests). `make test-under-load` runs the same command.
+SUITE = $(PY) -m pytest -m "not vllm and not gpu" llem_pipeline_tests
+
 test: setup browser-deps
-	$(PY) -m pytest -m "not vllm and not gpu" llem_pipeline_tests
+	$(SUITE)
+
+# The suite while two busy processes load two CPUs (started and stopped by PID, also on failure or Ctrl-C):
+# no test may depend on the machine's speed.
+test-under-load: setup browser-deps
+	PY=$(PY) bash scripts/test_under_load.sh $(SUITE)
 
 test-fast: setup
 	$(PY) -m pytest -m "not vllm and not gpu and not slow and not browser" llem_pipeline_tests
