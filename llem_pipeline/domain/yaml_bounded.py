@@ -107,7 +107,10 @@ def load_yaml_bounded(text: str, source: str, limits: StudyLimits | None = None,
             return loader.construct_document(node)
         except yaml.YAMLError as err:
             raise ConfigError(f"{source}: not valid YAML: {truncate_message(str(err), 500)}") from None
-        except (ValueError, OverflowError) as err:  # e.g. an integer of more than 4300 digits
+        except (ValueError, OverflowError) as err:
+            if "digits" in str(err):  # Python reads integers of at most 4300 digits
+                raise ConfigError(f"{source}: not valid YAML: an integer has more than 4300 digits: "
+                                  "write a smaller number") from None
             raise ConfigError(f"{source}: not valid YAML: a value cannot be read: {truncate_message(str(err), 300)}") from None
     finally:
         loader.dispose()
