@@ -9,11 +9,9 @@ reports for a tool killed by the closed pipe), never with a traceback.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-from collections.abc import Callable
 
-CLOSED_PIPE_EXIT = 141  # 128 + SIGPIPE
+from llem_pipeline.closed_pipe import quiet_on_closed_pipe
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -37,29 +35,6 @@ def usage() -> str:
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in sorted(COMMANDS.items())]
     lines += ["", "Run `llem <command> --help` for the command's options."]
     return "\n".join(lines)
-
-
-def _stdout_to_devnull() -> None:
-    """Point file descriptor 1 at /dev/null, so the interpreter's final flush of stdout cannot fail again."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured by a test): nothing to redirect
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
-
-
-def quiet_on_closed_pipe(run: Callable[[], int]) -> int:
-    """Return ``run()``'s exit code, flushing stdout before returning; CLOSED_PIPE_EXIT, with no traceback and
-    nothing more written, when the reader of stdout has gone away (BrokenPipeError)."""
-    try:
-        code = run()
-        sys.stdout.flush()
-        return code
-    except BrokenPipeError:
-        _stdout_to_devnull()
-        return CLOSED_PIPE_EXIT
 
 
 def main(argv: list[str] | None = None) -> int:

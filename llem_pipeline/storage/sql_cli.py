@@ -226,6 +226,6 @@ def _audit(store: ResultStore, fmt: str) -> int:
 
 
 if __name__ == "__main__":
-    from llem_pipeline.cli import quiet_on_closed_pipe
+    from llem_pipeline.closed_pipe import quiet_on_closed_pipe
 
     sys.exit(quiet_on_closed_pipe(main_sql))

@@ -180,12 +180,13 @@ def test_help_documents_json_nulls_and_typed_parameters(capsys) -> None:
     assert "int:7" in out and "--param 007 binds the string '007'" in out
 
 
-def _closed_pipe_run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run ``llem argv`` with stdout a pipe whose reading end is already closed: its first write fails (EPIPE)."""
+def _closed_pipe_run(argv: list[str], env: dict[str, str], module: str = "llem_pipeline.cli") -> subprocess.CompletedProcess:
+    """Run ``python -m module argv`` with stdout a pipe whose reading end is already closed: its first write fails
+    (EPIPE)."""
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "llem_pipeline.cli", *argv], stdout=write_end,
+        return subprocess.run([sys.executable, "-m", module, *argv], stdout=write_end,
                               stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT_ROOT, timeout=120)
     finally:
         os.close(write_end)
@@ -198,6 +199,12 @@ def test_a_closed_pipe_ends_quietly(db: Path, fmt: str) -> None:
         proc = _closed_pipe_run(argv, env)
         assert proc.returncode == 141, (argv, proc.returncode, proc.stderr)
         assert proc.stderr == "", (argv, proc.stderr)
+
+
+def test_a_closed_pipe_ends_the_module_entry_quietly_too(db: Path) -> None:
+    proc = _closed_pipe_run(["SELECT * FROM range(20000)", "--db", str(db)], dict(os.environ),
+                            module="llem_pipeline.storage.sql_cli")
+    assert (proc.returncode, proc.stderr) == (141, "")
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(db: Path) -> None:
