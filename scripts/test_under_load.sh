@@ -39,7 +39,7 @@ while os.getppid() == parent:
     busy_pids+=("$!")
 done
 export LLEM_BUSY_PIDS="${busy_pids[*]}"  # for the command to see (the script's own test reads it)
-echo "test-under-load: busy processes ${busy_pids[*]} started; running: $*"
+echo "test-under-load: busy processes ${busy_pids[*]} started; running:$(printf ' %q' "$@")"
 start=$(date +%s)
 "$@"
 status=$?
