@@ -28,7 +28,8 @@ demo: setup
 	$(PY) -m llem_pipeline.cli sql "SELECT model, backend, precision, batch_size, is_simulated, round(j_per_token, 5) AS j_per_token, round(tokens_per_s, 1) AS tokens_per_s, round(avg_power_w, 1) AS avg_power_w, round(ttft_p50_ms, 2) AS ttft_p50_ms FROM efficiency ORDER BY model, backend, batch_size"
 
 # Chromium from Debian's packages for the browser test (Playwright drives /usr/bin/chromium), and strace for
-# the storage test that parks a DuckDB process at its lock call (the race in which a second writer could checkpoint over a commit, made deterministic).
+# the storage test that parks a DuckDB process at its lock call (the race in which a second writer could
+# checkpoint over a commit, made deterministic).
 browser-deps:
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || (echo "install Chromium at /usr/bin/chromium for the browser test" && exit 1)
 	@command -v strace >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq strace >/dev/null) ) || (echo "install strace for the storage race test" && exit 1)
