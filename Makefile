@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 UI_PORT ?= 3000
 
-.PHONY: setup demo test test-fast test-vllm ui bench lint gpu-check browser-deps clean
+.PHONY: setup demo test test-under-load test-fast test-vllm ui bench lint gpu-check browser-deps clean
 
 # scripts/setup.sh: torch==2.13.0 first (the local CPU wheel on a CPU machine, so pip never pulls a CUDA build),
 # then the project; it says what it installs and how long it takes. vLLM is never installed here.
@@ -25,13 +25,22 @@ demo: setup
 	.venv/bin/llem sql "SELECT model, setting, hardware_id, studies, workload_hash, n_runs, round(j_per_token, 5) AS j_per_token, round(j_per_token_ci_low, 5) AS ci_low, round(j_per_token_ci_high, 5) AS ci_high, round(tokens_per_s, 1) AS tokens_per_s, round(avg_power_w, 1) AS avg_power_w FROM efficiency ORDER BY model, hardware_id, setting"
 
 # Chromium from Debian's packages for the browser test (Playwright drives /usr/bin/chromium), and strace for
-# the storage test that parks a DuckDB process at its lock call (the issue-7 race, made deterministic).
+# the storage test that parks a DuckDB process at its lock call (the race in which a second writer could
+# checkpoint over a commit, made deterministic).
 browser-deps:
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || (echo "install Chromium at /usr/bin/chromium for the browser test" && exit 1)
 	@command -v strace >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq strace >/dev/null) ) || (echo "install strace for the storage race test" && exit 1)
 
+# The whole suite (everything but vLLM and real-GPU tests). `make test-under-load` runs the same command.
+SUITE = $(PY) -m pytest -m "not vllm and not gpu" llem_pipeline_tests
+
 test: setup browser-deps
-	$(PY) -m pytest -m "not vllm and not gpu" llem_pipeline_tests
+	$(SUITE)
+
+# The suite while two busy processes load two CPUs (started and stopped by PID, also on failure or Ctrl-C):
+# no test may depend on the machine's speed.
+test-under-load: setup browser-deps
+	PY=$(PY) bash scripts/test_under_load.sh $(SUITE)
 
 test-fast: setup
 	$(PY) -m pytest -m "not vllm and not gpu and not slow and not browser" llem_pipeline_tests

@@ -1,4 +1,4 @@
-"""Fault-injection suite, full size (issue 7): every case of llem_pipeline_tests/reliability/ as one row.
+"""Fault-injection suite, full size: every case of llem_pipeline_tests/reliability/ as one row.
 
     .venv/bin/python bench/reliability.py            # full: 100 NVMLError seeds, 8 writers x 50 partitions,
                                                      # 20 SIGKILLs during writes, 10k fuzz examples per target,
@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from llem_pipeline_tests.reliability import test_bad_input as bad  # noqa: E402
+from llem_pipeline_tests.reliability import test_hostile_input as hostile  # noqa: E402
 from llem_pipeline_tests.reliability import test_measurement_faults as mf  # noqa: E402
 from llem_pipeline_tests.reliability import test_security as sec  # noqa: E402
 from llem_pipeline_tests.reliability import test_storage_faults as sf  # noqa: E402
@@ -97,6 +98,15 @@ def cases(quick: bool) -> list[tuple[str, str, Callable[[], CaseResult]]]:
         ("bad input", "jsonl", lambda: bad.malformed_jsonl(_tmp())),
         ("bad input", "worker-input", lambda: bad.worker_bad_input(_shared_data(), _tmp())),
         ("bad input", "no-valid-point", lambda: bad.study_without_valid_point(_tmp())),
+        ("hostile", "hostile-studies", lambda: hostile.hostile_study_files(_tmp())),
+        ("hostile", "skipped-points", lambda: hostile.skipped_points(_tmp(), 25 if q else 5000)),
+        ("hostile", "registry-sensor", lambda: hostile.registry_sensor_with_hostile_files(_tmp())),
+        ("hostile", "launch-hostile", lambda: hostile.launch_with_hostile_files(_tmp())),
+        ("hostile", "nan-inf", hostile.non_finite_floats),
+        ("hostile", "config-round-trip", lambda: hostile.config_round_trips(200 if q else 5000)),
+        ("hostile", "sql-output", lambda: hostile.sql_output(_tmp())),
+        ("hostile", "impossible-results", hostile.impossible_results),
+        ("hostile", "retired-configs", lambda: hostile.retired_configs(_tmp())),
         ("security", "webserver", lambda: sec.webserver_binds_loopback(live=True)),
         ("security", "sql", lambda: sec.no_sql_injection(_tmp())),
         ("security", "secrets", lambda: sec.snapshots_keep_no_secrets(_tmp())),
@@ -112,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma list of words; run the cases whose key or area contains one "
                    "(keys: nvml-errors, device-lost, counter, sampler, worker-sigkill, worker-timeout, unwritable, "
                    "disk-full, reader, writers, sigkill-writes, fuzz-config, fuzz-study, fuzz-yaml, jsonl, "
-                   "worker-input, no-valid-point, webserver, sql, secrets, trust-remote-code, paths)")
+                   "worker-input, no-valid-point, hostile-studies, skipped-points, registry-sensor, launch-hostile, "
+                   "nan-inf, config-round-trip, sql-output, impossible-results, retired-configs, webserver, sql, "
+                   "secrets, trust-remote-code, paths)")
     args = p.parse_args(argv)
     words = [w.strip().lower() for w in args.only.split(",") if w.strip()]
     rows: list[tuple[str, CaseResult, float]] = []

@@ -1,13 +1,17 @@
 """The ``llem`` command: a dispatcher over subcommands, each a ``main_*(argv) -> int`` function in its own module.
 
 Add a subcommand by adding one entry to ``COMMANDS``; its module is imported only when the subcommand
-runs, so ``llem make-model`` never imports Dagster or DuckDB.
+runs, so ``llem make-model`` never imports Dagster or DuckDB. A reader that stops early (``llem -h | head -3``,
+``llem sql ... | head -1``) ends the command quietly with exit status 141 (128 + SIGPIPE, what a shell
+reports for a tool killed by the closed pipe), never with a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from llem_pipeline.closed_pipe import quiet_on_closed_pipe
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -54,7 +58,12 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``llem <command> ...``; return the process exit code (0 ok, 2 usage error)."""
+    """Run ``llem <command> ...``; return the process exit code (0 ok, 2 usage error, 141 stdout closed early)."""
+    return quiet_on_closed_pipe(lambda: _dispatch(argv))
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    """Run the subcommand named in ``argv`` (default sys.argv[1:]); return its exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage())

@@ -1,8 +1,10 @@
-"""ExperimentConfig: everything that defines a measurement, and nothing else (SPEC §2).
+"""ExperimentConfig: everything that defines a measurement, and nothing else.
 
 Runtime-only settings (output paths, GPU indices or the simulated device, DuckDB path, timeouts)
 are deliberately absent, so ``compute_measurement_config_hash(config)`` depends only on what was
-measured. Every model forbids unknown keys; validation errors name the field path and the value.
+measured. Every model forbids unknown keys and rejects NaN and ±inf in every float field (a config
+must survive its JSON form: JSON has no NaN or inf, so such a value could not be stored and re-read
+to the same hash); validation errors name the field path and the value.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llem_pipeline.domain.errors import short
+
 Backend = Literal["pytorch", "vllm", "tensorrt"]
 Precision = Literal["fp32", "fp16", "bf16"]
 BUILTIN_DATASETS = ("builtin",)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan=False: every float field (tuple items included) rejects NaN, inf and -inf.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class SyntheticDatasetConfig(_Strict):
@@ -197,7 +202,7 @@ _SECTIONS: dict[str, type[_Strict]] = {"pytorch": PyTorchConfig, "vllm": VLLMCon
 
 
 class ExperimentConfig(_Strict):
-    """Everything that defines one measurement (SPEC §2). Hash it with compute_measurement_config_hash()."""
+    """Everything that defines one measurement. Hash it with compute_measurement_config_hash()."""
 
     model: str = Field(..., min_length=1, description="Hugging Face model id or local model directory")
     backend: Backend = Field(default="pytorch", description="Inference engine")
@@ -240,7 +245,7 @@ class ExperimentConfig(_Strict):
                 )
         if isinstance(self.dataset, str) and self.dataset not in BUILTIN_DATASETS and not self.dataset.endswith(".jsonl"):
             raise ValueError(
-                f"dataset={self.dataset!r} is not allowed: use 'builtin', a path ending in .jsonl, "
+                f"dataset={short(self.dataset)} is not allowed: use 'builtin', a path ending in .jsonl, "
                 "or {input_len, output_len, seed} for synthetic prompts"
             )
         if isinstance(self.dataset, SyntheticDatasetConfig):

@@ -1,7 +1,9 @@
-"""StudyConfig: a base ExperimentConfig, a sweep over dotted keys, cycles, order and gaps (SPEC §2).
+"""StudyConfig: a base ExperimentConfig, a sweep over dotted keys, cycles, order and gaps.
 
 ``StudyConfig.expand()`` returns the unique ExperimentConfigs (one per config hash), the sweep points
 that were skipped with the reason, and the schedule of repeats. ``study_design_hash`` identifies the design.
+Expansion is bounded by ``StudyLimits`` (points and schedule length are computed before anything is
+built) and, when given a ``Deadline``, by time.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llem_pipeline.domain.config import ExperimentConfig
-from llem_pipeline.domain.errors import ConfigError, describe_validation_error
+from llem_pipeline.domain.errors import ConfigError, describe_validation_error, short, short_key
 from llem_pipeline.domain.experiment import SkippedExperiment, compute_measurement_config_hash
+from llem_pipeline.domain.study_limits import ENV_MAX_POINTS, Deadline, StudyLimits
 
 STUDY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_LISTED_POINTS = 20  # a study with no valid point lists this many points' reasons, then a count
+_CHECK_EVERY = 256  # sweep points between two deadline checks
 
 
 class ScheduledRun(BaseModel):
@@ -74,7 +80,7 @@ def _known_path(dotted: str) -> bool:
 class StudyConfig(BaseModel):
     """A study file (``studies/<name>.yaml``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="Study name: lowercase letters, digits, '-', '_'")
     description: str | None = Field(default=None, description="What the study is for")
@@ -99,37 +105,74 @@ class StudyConfig(BaseModel):
         for key, values in sweep.items():
             if not _known_path(key):
                 raise ValueError(
-                    f"sweep key {key!r} is not an ExperimentConfig field path "
+                    f"sweep key {short_key(key)!r} is not an ExperimentConfig field path "
                     "(use dotted keys such as 'pytorch.batch_size' or 'max_output_tokens')"
                 )
             if not values:
-                raise ValueError(f"sweep key {key!r} has an empty list of values: give at least one value")
+                raise ValueError(f"sweep key {short_key(key)!r} has an empty list of values: give at least one value")
         return sweep
 
     @model_validator(mode="after")
     def _order_seed(self) -> StudyConfig:
         if self.seed is not None and self.order != "shuffled":
-            raise ValueError(f"seed={self.seed} is only used with order: shuffled (got order={self.order!r})")
+            raise ValueError(f"seed={short(self.seed)} is only used with order: shuffled (got order={self.order!r})")
         return self
 
-    def _points(self) -> list[dict[str, Any]]:
-        """Sweep points (Cartesian product) followed by explicit points; just the base when neither is given."""
+    def point_count(self) -> int:
+        """Return how many points ``expand`` would validate: the product of the sweep list lengths (0 without a
+        sweep) plus the explicit experiments, or 1 (the base alone) when neither is given. Nothing is expanded."""
+        if not self.sweep:
+            return len(self.experiments) or 1
+        product = 1
+        for values in self.sweep.values():
+            product *= len(values)
+        return product + len(self.experiments)
+
+    def _check_point_count(self, source: str, limits: StudyLimits) -> None:
+        count = self.point_count()
+        if count <= limits.max_points:
+            return
+        factors = " × ".join(f"{short_key(k)} ({len(v):,})" for k, v in list(self.sweep.items())[:8])
+        if len(self.sweep) > 8:
+            factors += f" × ... ({len(self.sweep) - 8} more keys)"
+        extra = f" + {len(self.experiments):,} explicit experiments" if self.experiments else ""
+        raise ConfigError(
+            f"{source}: the study expands to {count:,} points ({factors or 'no sweep'}{extra}), over the limit of "
+            f"{limits.max_points:,} points per study: shorten the sweep lists or split the study into several files "
+            f"(the limit is set by {ENV_MAX_POINTS})"
+        )
+
+    def _points(self) -> Iterator[dict[str, Any]]:
+        """Yield the sweep points (Cartesian product) and then the explicit points; just the base when neither is given."""
         keys = list(self.sweep)
         if keys:
-            points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
-        else:
-            points = [] if self.experiments else [{}]
-        return points + [dict(p) for p in self.experiments]
+            for combo in itertools.product(*(self.sweep[k] for k in keys)):
+                yield dict(zip(keys, combo, strict=True))
+        elif not self.experiments:
+            yield {}
+        for p in self.experiments:
+            yield dict(p)
 
-    def expand(self, source: str | None = None) -> StudyPlan:
-        """Expand the sweep into unique ExperimentConfigs and a schedule.
+    def expand(self, source: str | None = None, *, limits: StudyLimits | None = None,
+               deadline: Deadline | None = None) -> StudyPlan:
+        """Expand the sweep into unique ExperimentConfigs and a schedule; return the StudyPlan.
 
-        Raises ConfigError when no point is valid (the message lists each point's reason).
+        The number of points is computed from the list lengths first: more than ``limits.max_points`` is a
+        ConfigError before any point is built. Duplicate points (same config hash) collapse to one config
+        (a set of hashes: linear in the points). Raises ConfigError when no point is valid (the message
+        lists the first points' reasons and how many more there were), when the schedule would exceed
+        ``limits.max_runs`` entries, or when ``deadline`` passes.
         """
+        limits = limits or StudyLimits()
+        where = source or self.name
+        self._check_point_count(where, limits)
         configs: list[ExperimentConfig] = []
         hashes: list[str] = []
+        seen: set[str] = set()
         skipped: list[SkippedExperiment] = []
-        for point in self._points():
+        for i, point in enumerate(self._points()):
+            if deadline is not None and i % _CHECK_EVERY == 0:
+                deadline.check(f"expanding sweep point {i + 1:,} of {self.point_count():,}")
             data = copy.deepcopy(self.base)  # YAML may hold dates, bytes or anchors: validation names them
             for key, value in point.items():
                 _set_dotted(data, key, value)
@@ -139,12 +182,22 @@ class StudyConfig(BaseModel):
                 skipped.append(SkippedExperiment(overrides=point, reason=describe_validation_error(err, prefix="")))
                 continue
             h = compute_measurement_config_hash(cfg)
-            if h not in hashes:
+            if h not in seen:
+                seen.add(h)
                 configs.append(cfg)
                 hashes.append(h)
         if not configs:
-            reasons = "\n".join(f"  {s.overrides or 'base'}: {s.reason}" for s in skipped)
-            raise ConfigError(f"{source or self.name}: study has no valid experiment:\n{reasons}")
+            shown = [f"  {short(s.overrides, 200) if s.overrides else 'base'}: {s.reason}" for s in skipped[:MAX_LISTED_POINTS]]
+            if len(skipped) > MAX_LISTED_POINTS:
+                shown.append(f"  ... and {len(skipped) - MAX_LISTED_POINTS:,} more invalid point(s)")
+            reasons = "\n".join(shown)
+            raise ConfigError(f"{where}: study has no valid experiment:\n{reasons}")
+        runs = len(hashes) * self.cycles
+        if runs > limits.max_runs:
+            raise ConfigError(
+                f"{where}: {len(hashes):,} configs × {self.cycles} cycles = {runs:,} scheduled runs, over the limit of "
+                f"{limits.max_runs:,} per study: lower cycles or split the study"
+            )
         design = self.design_hash(hashes)
         schedule = self._schedule(hashes, design)
         return StudyPlan(
@@ -194,15 +247,21 @@ def parse_study(data: Any, source: str) -> StudyConfig:
         raise ConfigError(describe_validation_error(err, source=source)) from None
 
 
-def parse_study_yaml(text: str, source: str) -> StudyConfig:
-    """Parse study YAML text with ``yaml.safe_load`` and validate it; raises ConfigError with the source name."""
-    import yaml  # lazy: domain/ imports with nothing but pydantic
+def parse_study_yaml(text: str, source: str, *, limits: StudyLimits | None = None,
+                     deadline: Deadline | None = None) -> StudyConfig:
+    """Parse study YAML text (safe tags only, aliases within ``limits``) and validate it; return the StudyConfig.
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML: {err}") from None
-    return parse_study(data, source)
+    Raises ConfigError with the source name, the field, the (truncated) value and the fix.
+    """
+    from llem_pipeline.domain.yaml_bounded import load_yaml_bounded
+
+    data = load_yaml_bounded(text, source, limits, deadline)
+    if deadline is not None:
+        deadline.check("building the study")
+    study = parse_study(data, source)
+    if deadline is not None:
+        deadline.check("validating the study")
+    return study
 
 
 def parse_experiment_config(data: Any, source: str) -> ExperimentConfig:

@@ -41,6 +41,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (2, "migrations/002_nightly_trend_columns.sql", "previous-night columns on experiment_results for nightly_trend"),
     (3, "migrations/003_schema_views.sql", "schema_views: which views.sql is applied"),
     (4, "migrations/004_partition_manifest.sql", "partition_manifest and write_sequence: what the store wrote (audit)"),
+    (5, "migrations/005_retired_configs.sql", "experiment_configs.study_file and retired_at: configs no study defines"),
     (6, "migrations/006_run_identity.sql",
      "runs keyed by (config_hash, hardware_id, run_id): hardware_id, workload_hash, cycle, measurement_key, label; "
      "j_per_token / tokens_per_s; config_day_stats"),

@@ -56,7 +56,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -382,7 +382,8 @@ class ResultStore:
     def upsert_configs(self, study: str, configs: Mapping[str, ExperimentConfig]) -> int:
         """Register a study's experiments in ``experiment_configs`` (insert or replace); return rows written.
 
-        Each key must be the measurement_config_hash of its config (else StorageError).
+        Each key must be the measurement_config_hash of its config (else StorageError). A retired row
+        registered again is current again (retired_at cleared); study_file is left as it was.
         """
         if not isinstance(study, str) or not study.strip() or len(study) > 200:
             raise StorageError(f"study={study!r} must be a non-empty name of at most 200 characters")
@@ -392,7 +393,7 @@ class ResultStore:
             actual = compute_measurement_config_hash(config)
             if actual != config_hash:
                 raise StorageError(f"configs[{config_hash!r}] hashes to {actual!r}: keys must be config hashes")
-            rows.append(R.config_row(study, config_hash, config, now))
+            rows.append({**R.config_row(study, config_hash, config, now), "retired_at": None})
         if not rows:
             return 0
         table = R.rows_to_table(rows)
@@ -409,6 +410,55 @@ class ResultStore:
     def write_run(self, record: RunRecord) -> dict[str, int]:
         """Write one measurement run in one transaction (``write_runs([record])``); return {table: rows written}."""
         return self.write_runs([record])
+
+    def register_studies(
+        self,
+        studies: Mapping[str, tuple[str, Mapping[str, ExperimentConfig]]],
+        unreadable_files: Collection[str] = (),
+    ) -> tuple[int, int]:
+        """Register what the study files define now and retire what they no longer define, in one transaction.
+
+        ``studies``: {study name: (study file name, {config hash: config})}, every valid study of the
+        studies folder. Their rows of ``experiment_configs`` are inserted or replaced (study_file set,
+        retired_at cleared). Every other row not yet retired gets retired_at = now, except rows of
+        ``unreadable_files`` (file names present but invalid right now: their file is not gone), matched by
+        study_file, or by ``<study>.yaml`` for rows registered before study_file was recorded. Retired rows
+        are kept. Returns (rows upserted, rows newly retired). Raises StorageError when a key is not the
+        hash of its config.
+        """
+        now = datetime.now(UTC)
+        rows = []
+        for study, (study_file, configs) in studies.items():
+            if not isinstance(study, str) or not study.strip() or len(study) > 200:
+                raise StorageError(f"study={study!r} must be a non-empty name of at most 200 characters")
+            for config_hash, config in configs.items():
+                actual = compute_measurement_config_hash(config)
+                if actual != config_hash:
+                    raise StorageError(f"configs[{config_hash!r}] hashes to {actual!r}: keys must be config hashes")
+                rows.append({**R.config_row(study, config_hash, config, now), "study_file": study_file,
+                             "retired_at": None})
+        table = R.rows_to_table(rows) if rows else None
+        keep = sorted(set(unreadable_files))
+        self._ready()
+
+        def work(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+            if table is not None:
+                con.register(_STAGING, table)
+                con.execute(f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
+                con.unregister(_STAGING)
+            retired = con.execute(
+                "UPDATE experiment_configs AS c SET retired_at = ? "
+                "WHERE c.retired_at IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM (SELECT unnest(?::VARCHAR[]) AS h, unnest(?::VARCHAR[]) AS s) AS cur "
+                "                WHERE cur.h = c.config_hash AND cur.s = c.study) "
+                "AND coalesce(c.study_file, c.study || '.yaml') NOT IN (SELECT unnest(?::VARCHAR[])) "
+                "RETURNING c.config_hash",
+                [now, [r["config_hash"] for r in rows], [r["study"] for r in rows], keep],
+            ).fetchall()
+            return len(rows), len(retired)
+
+        return self._write(work)
+
 
     def write_runs(self, records: Sequence[RunRecord]) -> dict[str, int]:
         """Write the rows of ``records`` to every measurement table in ONE transaction; return {table: rows written}.

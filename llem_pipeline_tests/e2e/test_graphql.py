@@ -16,7 +16,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 
 
 def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout_s: float = 420) -> str:
-    """Return the run's final status name (SUCCESS / FAILURE / CANCELED) or raise TimeoutError."""
+    """Return the run's final status name (SUCCESS / FAILURE / CANCELED) or raise TimeoutError.
+
+    Returns when the run ends (a demo run takes well under a minute); ``timeout_s`` only bounds a run that
+    never ends, far above what a loaded machine adds."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = client.get_run_status(run_id).value

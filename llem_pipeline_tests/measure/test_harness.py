@@ -22,6 +22,13 @@ def _measure(config, devices, engine, baseline=None, on_progress=None):
     )
 
 
+def _within_uncertainty(raw, watts: float) -> bool:
+    """True when the measured energy lies within its stated uncertainty of the exact energy of a constant-power
+    device over the window (watts × window s). These runs are on the real clock, so how tight the boundaries
+    get depends on how promptly the polls ran on this machine: the uncertainty states it, the test checks it."""
+    return abs(raw.energy_j - watts * raw.inference_time_sec) <= raw.energy_uncertainty_j + 1e-9
+
+
 def _config(**kw):
     base = dict(model="llem:tiny", n=6, max_output_tokens=10, precision="fp32",
                 warmup={"n_warmup": 1, "thermal_floor_seconds": 0}, energy={"sample_interval_ms": 20})
@@ -37,8 +44,9 @@ def test_constant_power_window_energy_tokens_and_warnings():
     raw = out.raw
     assert engine.cleaned == 1
     assert raw.output_tokens == 60 and raw.input_tokens == 24 and raw.num_requests == 6
-    # energy = 200 W × window (the simulated device is exact; the counter is boundary-corrected)
-    assert raw.energy_j == pytest.approx(200.0 * raw.inference_time_sec, rel=0.02)
+    # energy = 200 W × window within the stated uncertainty (the simulated device is exact; the counter is
+    # boundary-corrected)
+    assert _within_uncertainty(raw, 200.0)
     assert raw.energy_method == "simulated" and raw.device_kind == "simulated"
     assert raw.baseline_power_w == pytest.approx(200.0, rel=0.01)  # the idle model of this device is its constant
     codes = {warning_code(w) for w in raw.measurement_warnings}
@@ -61,14 +69,21 @@ def test_windowed_methodology_counts_energy_and_tokens_of_exactly_that_window():
     device = SimulatedDevice(Constant(100.0), index=0)
     cfg = _config(n=4, baseline={"enabled": False}, energy={"sample_interval_ms": 20, "methodology": "windowed",
                                                             "window": [0.1, 0.3]})
-    out = _measure(cfg, [device], PacedEngine(out_tokens=10, step_s=0.012))
+    engine = PacedEngine(out_tokens=10, step_s=0.012)
+    records: list = []
+    run = engine.run
+    engine.run = lambda prompts: records.extend(run(prompts)) or records
+    out = _measure(cfg, [device], engine)
     raw = out.raw
     assert raw.measurement_methodology == "windowed"
     assert raw.steady_state_window == (0.1, 0.3)
     assert raw.inference_time_sec == pytest.approx(0.2, abs=1e-9)
-    assert raw.energy_j == pytest.approx(100.0 * 0.2, rel=0.02)
-    # 12 ms per token, one request after another: about 0.2 / 0.012 ≈ 16 tokens fall inside
-    assert 14 <= raw.output_tokens <= 18
+    assert _within_uncertainty(raw, 100.0)
+    # exactly the tokens whose time falls inside the window count (about 0.2 / 0.012 ≈ 16 on a quiet machine;
+    # the count comes from the engine's own token times, so a machine that oversleeps changes both alike)
+    a, b = out.window_mono_s
+    inside = sum(1 for r in records for t in r.token_times_s if a <= t <= b)
+    assert raw.output_tokens == inside > 0
     assert raw.warmup_excluded_samples is not None and raw.warmup_excluded_samples > 0
 
 
@@ -95,5 +110,5 @@ def test_counter_calibration_runs_before_warmup_not_between_warmup_and_run(bound
     assert steps == ["tokenizer", "prompts", "model_load", "sampler_start", *calibration, "warmup", "window_begin",
                      "run", "window_end", "cleanup"]
     assert list(out.step_seconds) == steps
-    if boundary_correction:  # calibrated ahead of warmup, the boundary correction still makes a short window exact
-        assert out.raw.energy_j == pytest.approx(150.0 * out.raw.inference_time_sec, rel=0.02)
+    if boundary_correction:  # calibrated ahead of warmup, a short window is still measured right
+        assert _within_uncertainty(out.raw, 150.0)

@@ -1,5 +1,10 @@
 """The sampler in its own process: it reopens the same (fake-NVML) GPUs, samples on the shared monotonic
-clock, polls the window's start while the caller goes on, and its death is flagged, not fatal."""
+clock, polls the window's start while the caller goes on, and its death is flagged, not fatal.
+
+These run on the real clock (a child process cannot share a test clock), so nothing here asserts how long
+something took: tests wait for events (rows, a reply), check what was done rather than how fast, and
+compare estimates with the error bounds the code states; the few fixed bounds left say why next to them.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +50,43 @@ def _nvml(*watts: float, **sim_kw):
 
 def _sampler_children() -> list:
     return [p for p in mp.active_children() if p.name == "llem-sampler"]
+
+
+def _wait_for_rows(sampler: ProcessSampler, rows: int) -> None:
+    """Return once the sampler's snapshot holds ``rows`` rows. The 120 s bound only turns a sampler that never
+    samples into a failure instead of a hang (at 20 ms per tick the rows come within a second)."""
+    deadline = time.monotonic() + 120
+    while len(sampler.snapshot()) < rows:
+        assert time.monotonic() < deadline, f"the sampler process took fewer than {rows} rows in 120 s"
+        time.sleep(0.02)
+
+
+def _memoized(pending):
+    """Return ``pending`` (a PendingPolls) with a ``result()`` that may be called more than once: the child's reply
+    is read once and kept, so a test can wait for it without taking it from the code under test."""
+    first, memo = pending.result, []
+
+    def result():
+        if not memo:
+            memo.append(first())
+        return memo[0]
+
+    pending.result = result
+    return pending
+
+
+def _record_start_polls(monkeypatch) -> list:
+    """Make every ProcessSampler keep the PendingPolls its ``poll_edges_async`` returns (memoized); returns the
+    list they are appended to, in call order (the first is the window start's)."""
+    pendings: list = []
+    real = ProcessSampler.poll_edges_async
+
+    def recorded(self, *args, **kwargs):
+        pendings.append(_memoized(real(self, *args, **kwargs)))
+        return pendings[-1]
+
+    monkeypatch.setattr(ProcessSampler, "poll_edges_async", recorded)
+    return pendings
 
 
 def _measure(devices, engine, sampler_mode=None):
@@ -95,7 +137,7 @@ def test_the_process_sampler_samples_the_same_gpus_from_another_process():
     try:
         sampler.start()
         assert sampler.pid not in (None, os.getpid()) and sampler.running
-        time.sleep(0.3)
+        _wait_for_rows(sampler, 2 * 12)  # 12 ticks of 2 devices
         mid = sampler.snapshot()
         parent_counter = devices[0].energy_mj()
         samples = sampler.stop()
@@ -113,37 +155,48 @@ def test_the_process_sampler_samples_the_same_gpus_from_another_process():
     # the child's counter is the parent's counter: the parent's read lies between the child's before and after it
     mid0 = mid.for_device(0)["energy_mj"]
     assert mid0.max() <= parent_counter <= dev0["energy_mj"].max()
-    assert 0.0 < sampler.thread_cpu_s < 0.3
+    # the sampler thread sleeps between ticks: its CPU time is a small part of the time it ran (a thread's CPU
+    # time can never exceed its run time, so half of it is a real bound on any machine)
+    assert 0.0 < sampler.thread_cpu_s < 0.5 * (sampler.stopped_at_s - sampler.started_at_s)
 
 
-def test_the_window_start_is_polled_in_the_child_while_the_caller_goes_on():
+def test_the_window_start_is_polled_in_the_child_while_the_caller_goes_on(monkeypatch):
     # a slow counter (0.3 s between updates): polling the start here would hold the caller ~0.15 s on average
     sims, _fake, devices = _nvml(250.0, counter_period_s=0.3)
     opener, _ = child_opener(devices)
     sampler = ProcessSampler(opener, [d.uuid for d in devices], interval_s=0.05)
+    start_polls = _record_start_polls(monkeypatch)
     try:
         sampler.start()
         monitor = EnergyMonitor(devices, sampler, calibrate=False)
         monitor.calibrate()  # as the harness does, before warmup (here polled in this process)
+        timing = monitor.counter_timing[0]
+        polled_here: list[tuple] = []
+        real_poll = monitor.poll_edges
+        monitor.poll_edges = lambda *a, **k: polled_here.append(a) or real_poll(*a, **k)
         start = monitor.begin_window()
-        held_s = time.perf_counter() - start.t_mono_s
-        time.sleep(0.7)
+        assert polled_here == [] and start.pending is not None  # the caller polled nothing: the child does it
+        monitor.poll_edges = real_poll
+        time.sleep(0.7)  # a window of a few counter steps (its length is not asserted)
         window = monitor.end_window(start)
         sampler.stop()
     finally:
         close_devices(devices)
-    assert held_s < 0.05, f"begin_window held the caller {held_s * 1e3:.1f} ms"
-    polls = monitor.last_polls.for_device(0)
-    t, e = polls["t_mono_s"], polls["energy_mj"]
-    at_start = (t < start.t_mono_s + 0.35) & np.isfinite(e)
     # the child polled from the window's start (after begin_window returned) up to the counter's next step
-    assert at_start.sum() >= 2 and t[at_start].min() >= start.t_mono_s
-    assert len(np.unique(e[at_start])) == 2
+    _t_boundary, rows = start_polls[0].result()
+    t = np.array([r[0] for r in rows[0]])
+    e = np.array([r[1] for r in rows[0]])
+    ok = np.isfinite(e)
+    assert ok.sum() >= 2 and t[ok].min() >= start.t_mono_s
+    assert len(np.unique(e[ok])) == 2
     truth = sims[0].true_energy_j(window.start_mono_s, window.end_mono_s)
     assert abs(window.total_energy_j - truth) <= window.uncertainty_j + 1e-3
-    assert window.uncertainty_j < 0.02 * truth
-    timing = monitor.counter_timing[0]
-    assert timing is not None and abs(timing.period_s - 0.3) < 0.01
+    # Uncorrected, each boundary could be off by a whole counter step (250 W × 0.3 s = 75 J, most of the ~175 J
+    # window); the corrected boundaries are a few J wide on a quiet machine. 25 % tells the two apart even when
+    # a loaded machine delays the child's polls by tens of ms (the exact bound is the uncertainty, checked above).
+    assert window.uncertainty_j < 0.25 * truth
+    # the calibration's estimate holds the true period within the error it states
+    assert timing is not None and abs(timing.period_s - 0.3) <= timing.period_err_s + 1e-9, timing
 
 
 def test_measure_process_samples_nvml_gpus_from_a_process_and_measures_right():
@@ -161,18 +214,57 @@ def test_measure_process_samples_nvml_gpus_from_a_process_and_measures_right():
     assert abs(raw.energy_j - truth) <= raw.energy_uncertainty_j + 1e-3
     assert raw.sample_count > 0 and raw.energy_trace_agreement is not None and raw.energy_trace_agreement < 0.05
     assert "sampler_error" not in {warning_code(w) for w in raw.measurement_warnings}
-    assert out.step_seconds["window_begin"] < 0.05
 
 
-def test_a_sampler_process_that_dies_mid_run_is_flagged_and_the_window_still_measured():
+def test_the_window_start_is_not_polled_by_the_caller_in_measure_process(monkeypatch):
+    # what keeps window_begin short: with the process sampler the start's polls run in the child (the caller
+    # polls nothing between warmup and run), whatever the time that step took on this machine
+    inside_begin: list[bool] = []
+    polled_in_begin: list[tuple] = []
+    real_begin, real_poll, real_calibrate = EnergyMonitor.begin_window, EnergyMonitor.poll_edges, EnergyMonitor.calibrate
+
+    def begin(self):
+        inside_begin.append(True)
+        try:
+            return real_begin(self)
+        finally:
+            inside_begin.pop()
+
+    def calibrate(self, *a, **k):  # a re-calibration (no timing learned before warmup) polls here by design
+        inside_begin.append(False)
+        try:
+            return real_calibrate(self, *a, **k)
+        finally:
+            inside_begin.pop()
+
+    def poll(self, *a, **k):
+        if inside_begin and inside_begin[-1]:
+            polled_in_begin.append(a)
+        return real_poll(self, *a, **k)
+
+    monkeypatch.setattr(EnergyMonitor, "begin_window", begin)
+    monkeypatch.setattr(EnergyMonitor, "calibrate", calibrate)
+    monkeypatch.setattr(EnergyMonitor, "poll_edges", poll)
+    _sims, _fake, devices = _nvml(150.0)
+    try:
+        out = _measure(devices, PacedEngine())
+    finally:
+        close_devices(devices)
+    assert out.sampler_mode == "process" and "window_begin" in out.step_seconds
+    assert polled_in_begin == []
+
+
+def test_a_sampler_process_that_dies_mid_run_is_flagged_and_the_window_still_measured(monkeypatch):
     sims, _fake, devices = _nvml(150.0)
+    start_polls = _record_start_polls(monkeypatch)
 
     def kill_sampler(_engine):
+        start_polls[0].result()  # wait for the child's answer to the window start's polls: an event, not a time
         for p in _sampler_children():
             os.kill(p.pid, signal.SIGKILL)
             p.join(5)
 
-    try:  # killed half-way through a 0.8 s run: after the child answered the window start's polls (≤ 0.1 s)
+    try:  # killed half-way through the run, after the child answered the window start's polls
         out = _measure(devices, PacedEngine(out_tokens=10, step_s=0.01, on_run=kill_sampler))
     finally:
         close_devices(devices)

@@ -30,3 +30,22 @@ def test_resolve_from_registered_copy_after_the_study_changed(llem_env: Path, tm
         resolve_config(h, empty)
     remember_config(h, config)
     assert compute_measurement_config_hash(resolve_config(h, empty)) == h
+
+
+def test_resolve_prefers_a_registered_copy_that_hashes_right(llem_env: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import llem_pipeline.defs.experiments.registry as registry
+
+    config = scan_studies(PROJECT_ROOT / "studies").plans["demo"].experiments[0]
+    h = compute_measurement_config_hash(config)
+    remember_config(h, config)
+    scans: list[object] = []
+    real_scan = registry.scan_studies
+    monkeypatch.setattr(registry, "scan_studies", lambda folder=None: scans.append(folder) or real_scan(folder))
+    assert compute_measurement_config_hash(resolve_config(h)) == h
+    assert scans == []  # the study files were not read
+    # a copy that no longer hashes to its name is not trusted: the study files decide
+    path = registry.config_cache_path(h)
+    path.write_text(path.read_text(encoding="utf-8").replace('"n": 24', '"n": 25'), encoding="utf-8")
+    assert compute_measurement_config_hash(resolve_config(h, PROJECT_ROOT / "studies")) == h
+    assert len(scans) == 1

@@ -68,3 +68,53 @@ def test_sensor_registers_a_new_study_point(instance: dg.DagsterInstance, studie
     [request] = second.dynamic_partitions_requests
     assert len(request.partition_keys) == 1
     assert request.partition_keys[0] in new_hashes
+
+
+def test_hostile_study_files_are_reported_and_the_good_ones_registered(
+        instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llem_env: Path, capsys) -> None:
+    from llem_pipeline_tests.test_study_files import hostile_folder
+
+    folder = hostile_folder(tmp_path)
+    monkeypatch.setenv("LLEM_STUDIES_DIR", str(folder))
+    demo = load_study(folder / "demo.yaml").expand()
+    tick = _tick(instance)
+    [request] = tick.dynamic_partitions_requests
+    assert set(demo.config_hashes) <= set(request.partition_keys)
+    for name in ("bomb.yaml", "million.yaml", "huge.yaml", "latin1.yaml", "recursive.yaml", "inf.yaml", "fifo.yaml"):
+        assert name in tick.skip_message, name
+    assert "1 sweep point(s) skipped" in tick.skip_message
+    err = capsys.readouterr().err
+    assert "skipping.yaml: skipped sweep point {'pytorch.batch_size': 0}: pytorch.batch_size = 0" in err
+    assert "invalid study file huge.yaml (skipped)" in err and "over the limit of 1,048,576 bytes" in err
+    studies = {r["study"] for r in ResultStore(llem_env / "llem.duckdb").query(
+        "SELECT DISTINCT study FROM experiment_configs").to_pylist()}
+    assert studies == {"demo", "nightly", "skipping"}
+
+
+def test_configs_of_a_deleted_study_file_are_retired_and_kept(instance: dg.DagsterInstance, studies: Path,
+                                                               llem_env: Path) -> None:
+    def state() -> dict[str, set[bool]]:
+        table = ResultStore(llem_env / "llem.duckdb").query(
+            "SELECT study, retired_at IS NOT NULL AS retired FROM experiment_configs")
+        out: dict[str, set[bool]] = {}
+        for r in table.to_pylist():
+            out.setdefault(r["study"], set()).add(r["retired"])
+        return out
+
+    first = _tick(instance)
+    assert state() == {"demo": {False}, "nightly": {False}}
+    instance.add_dynamic_partitions(CONFIG_PARTITIONS_NAME, list(first.dynamic_partitions_requests[0].partition_keys))
+    nightly = (studies / "nightly.yaml").read_text(encoding="utf-8")
+    (studies / "nightly.yaml").unlink()
+    second = _tick(instance, cursor=first.cursor)
+    assert state() == {"demo": {False}, "nightly": {True}}  # kept for history, shown as retired
+    assert "config row(s) retired" in second.skip_message
+    # a broken demo.yaml is not a deleted one: its rows stay current
+    demo = (studies / "demo.yaml").read_text(encoding="utf-8")
+    (studies / "demo.yaml").write_text("name: demo\nbase: {model: m, n: -1}\n", encoding="utf-8")
+    third = _tick(instance, cursor=second.cursor)
+    assert state() == {"demo": {False}, "nightly": {True}}
+    (studies / "demo.yaml").write_text(demo, encoding="utf-8")
+    (studies / "nightly.yaml").write_text(nightly, encoding="utf-8")
+    _tick(instance, cursor=third.cursor)
+    assert state() == {"demo": {False}, "nightly": {False}}
