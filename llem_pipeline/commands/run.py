@@ -89,24 +89,22 @@ def main_run(argv: list[str] | None = None) -> int:
     from llem_pipeline.commands.progress import RunPrinter
     from llem_pipeline.defs.automation import launching as L
     from llem_pipeline.defs.automation.study_runs import planned_runs
-    from llem_pipeline.defs.experiments.registry import scan_studies
+    from llem_pipeline.defs.experiments.registry import scan_report_lines, scan_studies
     from llem_pipeline.defs.measurements.devices import target_name
     from llem_pipeline.storage import ResultStore
 
     scan = scan_studies(paths.studies_dir())
-    for name, message in sorted(scan.errors.items()):
-        print(f"skipped study file {name}: {message}", file=sys.stderr)
+    for line in scan_report_lines(scan, study=args.study):  # skipped sweep points, then every bad file
+        print(f"llem run: warning: {line}", file=sys.stderr)
     plan = scan.plans.get(args.study)
     if plan is None:
         return _fail(f"study {args.study!r} is not a valid study under {paths.studies_dir()} "
                      f"(valid: {', '.join(sorted(scan.plans)) or 'none'})")
-    for skipped in plan.skipped:
-        print(f"{plan.name}: skipped sweep point {skipped.overrides}: {skipped.reason}", file=sys.stderr)
     target = target_name(devices)
     runs = planned_runs(plan, run_date, target)
     store = ResultStore(paths.duckdb_path())
     with dg.DagsterInstance.get() as instance:
-        L.register_plan(instance, store, plan, target)
+        L.register_scan(instance, scan, target)
         queued = args.queue or (not args.in_process and L.daemon_running(instance))
         if args.queue and not L.daemon_running(instance):
             return _fail("--queue needs a running Dagster daemon (`make ui` or `dagster-daemon run`) on "

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_duckdb import DuckDBResource
 
 from llem_pipeline.defs.automation import launching as L
 from llem_pipeline.defs.automation.study_runs import PlannedRun, planned_runs
 from llem_pipeline.defs.experiments.partitions import KEY_FORMAT
 from llem_pipeline.defs.experiments.registry import scan_studies
+from llem_pipeline.defs.settings import LlemPaths, LlemStore
 from llem_pipeline.storage import ResultStore
 
 pytestmark = pytest.mark.slow
@@ -65,9 +67,10 @@ class Env:
         return ResultStore(self.data / "llem.duckdb")
 
     def runs(self, study: str) -> list[PlannedRun]:
-        plan = scan_studies(self.studies).plans[study]
-        L.register_plan(self.instance, self.store, plan, "sim")
-        return planned_runs(plan, DAY, "sim")
+        scan = scan_studies(self.studies)
+        L.register_scan(self.instance, scan, "sim", LlemPaths(data_dir=str(self.data), studies_dir=str(self.studies)),
+                        LlemStore(duckdb=DuckDBResource(database=str(self.data / "llem.duckdb"))))
+        return planned_runs(scan.plans[study], DAY, "sim")
 
 
 @pytest.fixture(scope="module")

@@ -257,7 +257,7 @@ sweep:
 
 def study_without_valid_point(work: Path) -> CaseResult:
     """A study whose every point is invalid: ConfigError listing each point's reason (in-process), and the
-    launcher (``python -m llem_pipeline.defs.launch``) exits 2 with that error, writing nothing."""
+    launcher (``llem run``) exits 2 naming the study and the file's error, measuring nothing."""
     res = CaseResult("study with no valid point")
     try:
         parse_study_yaml(NO_VALID_POINT, "broken.yaml").expand(source="broken.yaml")
@@ -274,11 +274,11 @@ def study_without_valid_point(work: Path) -> CaseResult:
     env = {**os.environ, "LLEM_STUDIES_DIR": str(studies), "DAGSTER_HOME": str(home), "LLEM_DATA_DIR": str(data),
            "LLEM_DEVICES": "simulated"}
     env.pop("LLEM_DUCKDB", None)
-    proc = subprocess.run([sys.executable, "-m", "llem_pipeline.defs.launch", "broken"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "llem_pipeline.cli", "run", "broken"], capture_output=True, text=True,
                           env=env, cwd=PROJECT_ROOT, timeout=300)
     written = sorted(p.name for p in data.iterdir())
-    ok = (proc.returncode == 2 and "llem launch: error:" in proc.stderr and "no valid experiment" in proc.stderr
-          and not written)
+    ok = (proc.returncode == 2 and "llem run: error:" in proc.stderr and "no valid experiment" in proc.stderr
+          and "runs" not in written)
     res.record(ok, f"launch: rc {proc.returncode}, data dir holds {written}, stderr {proc.stderr.strip()[-300:]!r}",
                unhandled=count_tracebacks(proc.stderr))
     return res

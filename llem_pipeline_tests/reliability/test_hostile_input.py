@@ -133,9 +133,11 @@ def registry_sensor_with_hostile_files(work: Path) -> CaseResult:
     """The study_registry sensor with every hostile file present: it registers nightly (and the skipping study),
     names each bad file in its skip reason, and writes experiment_configs in one piece."""
     import dagster as dg
+    from dagster_duckdb import DuckDBResource
 
     from llem_pipeline.defs.experiments.sensors import study_registry
-    from llem_pipeline.defs.store_resource import LlemStore
+    from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocator
+    from llem_pipeline.defs.settings import LlemPaths, LlemStore
     from llem_pipeline.storage import ResultStore
 
     res = CaseResult("study_registry sensor with hostile files")
@@ -148,8 +150,13 @@ def registry_sensor_with_hostile_files(work: Path) -> CaseResult:
     os.environ.update(env)
     err = io.StringIO()
     try:
-        with dg.instance_for_test(temp_dir=str(home)) as instance, contextlib.redirect_stderr(err):
-            ctx = dg.build_sensor_context(instance=instance, resources={"llem_store": LlemStore()})
+        resources = {
+            "llem_store": LlemStore(duckdb=DuckDBResource(database=str(data / "llem.duckdb"))),
+            "llem_paths": LlemPaths(data_dir=str(data), studies_dir=str(folder)),
+            "gpu_allocator": GpuAllocator(devices="simulated"),
+        }
+        with dg.instance_for_test(temp_dir=str(home)) as instance, contextlib.redirect_stderr(err), \
+                dg.build_sensor_context(instance=instance, resources=resources) as ctx:
             tick = study_registry.evaluate_tick(ctx)
         message = tick.skip_message or ""
         for name in [*HOSTILE, "fifo.yaml", "demo.yaml"]:
@@ -172,9 +179,8 @@ def registry_sensor_with_hostile_files(work: Path) -> CaseResult:
 
 
 def launch_with_hostile_files(work: Path) -> CaseResult:
-    """`python -m llem_pipeline.defs.launch nightly` (what `make demo` runs, for the smallest shipped study) with
-    every hostile file in the studies folder: it completes, names each bad file with its reason, and stores
-    every config of the study."""
+    """`llem run nightly` (what `make demo` runs, for the smallest shipped study) with every hostile file in the
+    studies folder: it completes, names each bad file with its reason, and stores every config of the study."""
     from llem_pipeline.studies import load_study
 
     res = CaseResult("launch with hostile study files")
@@ -186,10 +192,10 @@ def launch_with_hostile_files(work: Path) -> CaseResult:
     env = {**os.environ, "LLEM_STUDIES_DIR": str(folder), "DAGSTER_HOME": str(home), "LLEM_DATA_DIR": str(data),
            "LLEM_DUCKDB": str(data / "llem.duckdb"), "LLEM_DEVICES": "simulated", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "llem_pipeline.defs.launch", "nightly", "--log-level", "WARNING"],
+    proc = subprocess.run([sys.executable, "-m", "llem_pipeline.cli", "run", "nightly"],
                           capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=1800)
-    res.record(proc.returncode == 0, f"launch rc {proc.returncode}: {proc.stderr[-600:]!r}")
-    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("llem launch: warning: invalid study file")]
+    res.record(proc.returncode == 0, f"llem run rc {proc.returncode}: {proc.stderr[-600:]!r}")
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("llem run: warning: invalid study file")]
     for name, fragment in {**{n: f for n, (_, f) in HOSTILE.items()}, "fifo.yaml": "not a regular file"}.items():
         res.record(any(name in ln and fragment in ln for ln in warnings), f"no warning line names {name}")
     expected = set(load_study(NIGHTLY).expand().config_hashes)
@@ -370,9 +376,11 @@ def impossible_results() -> CaseResult:
 def retired_configs(work: Path) -> CaseResult:
     """Deleting a study file retires its configs (kept, with retired_at); bringing it back makes them current; a
     broken file retires nothing. No experiment_configs row is ever lost."""
+    from dagster_duckdb import DuckDBResource
+
     from llem_pipeline.defs.experiments.registry import scan_studies
     from llem_pipeline.defs.experiments.sensors import register_and_retire
-    from llem_pipeline.defs.store_resource import LlemStore
+    from llem_pipeline.defs.settings import LlemPaths, LlemStore
 
     res = CaseResult("configs of deleted studies retired, not lost")
     folder = work / "retire" / "studies"
@@ -383,7 +391,8 @@ def retired_configs(work: Path) -> CaseResult:
     data.mkdir()
     saved = os.environ.get("LLEM_DATA_DIR")
     os.environ["LLEM_DATA_DIR"] = str(data)
-    store = LlemStore(database=str(data / "llem.duckdb"))
+    store = LlemStore(duckdb=DuckDBResource(database=str(data / "llem.duckdb")))
+    paths = LlemPaths(data_dir=str(data), studies_dir=str(folder))
     try:
         result_store = store.store()
         total = None
@@ -408,7 +417,7 @@ def retired_configs(work: Path) -> CaseResult:
         for label, action, want in steps:
             if action is not None:
                 action()
-            register_and_retire(scan_studies(folder), store, set())
+            register_and_retire(scan_studies(folder), store, paths, "sim", set())
             got = state()
             n = count()
             total = n if total is None else total

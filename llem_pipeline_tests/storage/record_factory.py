@@ -7,7 +7,7 @@ Dagster wiring can be tested without a GPU or a model. Never use them as measure
 Reusable by any test: ``make_config``, ``make_result``, ``make_environment``, ``make_baseline``,
 ``timeseries_table``, ``requests_table``, ``make_record`` (a RunRecord), ``record_from_run_folder`` (a
 RunRecord of a real worker's run folder, for tests that run the worker) and ``insert_pre_006_run`` (a run
-as the store wrote it before migration 6, for migration tests). run_folder_factory.py writes run folders.
+as the store wrote it before migration 6, for migration tests).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from llem_pipeline.domain import compute_measurement_config_hash
 from llem_pipeline.storage import ResultStore, StorageError
 from llem_pipeline.storage.schema import MIGRATIONS, apply_schema, sql_text
-from llem_pipeline_tests.storage.run_folder_factory import make_config
+from llem_pipeline_tests.storage.record_factory import make_config
 
 A, B, C = (make_config(batch_size=bs) for bs in (1, 2, 4))
 HA, HB, HC = (compute_measurement_config_hash(c) for c in (A, B, C))

@@ -1,7 +1,8 @@
 """Run a study through the Dagster instance, with or without a daemon (what ``llem run`` does).
 
-- Registration: the study's configs go into ``experiment_configs`` and its measurement keys become
-  partitions of ``llem_measurements`` (the same as the ``study_registry`` sensor does).
+- Registration: every study's configs go into ``experiment_configs`` (configs no study defines any more are
+  retired) and their measurement keys become partitions of ``llem_measurements``, as the ``study_registry``
+  sensor does.
 - With a daemon (``make ui`` or a deployment): the runs are handed to the ``study_launches`` sensor as one
   launch file; the sensor returns them as RunRequests and the instance's run queue starts them under the
   ``gpu`` pool, in the study's order. ``llem run`` then follows them by their ``llem/launch`` tag.
@@ -25,12 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
-from llem_pipeline.defs.automation.study_runs import PlannedRun, measurement_keys
+from llem_pipeline.defs.automation.study_runs import PlannedRun
 from llem_pipeline.defs.constants import LAUNCH_TAG
 from llem_pipeline.defs.experiments.partitions import MEASUREMENTS_PARTITIONS_NAME, measurement_partitions
-from llem_pipeline.domain.study import StudyPlan
-from llem_pipeline.storage import ResultStore
+from llem_pipeline.defs.experiments.registry import StudyScan
+from llem_pipeline.defs.settings import LlemPaths, LlemStore
+from llem_pipeline.paths import duckdb_path
 
 MEASURE_JOB = "measure_experiments"
 REPORT_JOB = "refresh_efficiency_report"
@@ -58,13 +61,18 @@ def report_job() -> dg.JobDefinition:
     return _job(REPORT_JOB)
 
 
-def register_plan(instance: dg.DagsterInstance, store: ResultStore, plan: StudyPlan, target: str) -> list[str]:
-    """Register ``plan``'s configs (experiment_configs) and its measurement partitions on ``target``;
-    return the measurement keys that were new."""
-    store.upsert_configs(plan.name, plan.config_by_hash())
-    keys = measurement_keys(plan, target)
+def register_scan(instance: dg.DagsterInstance, scan: StudyScan, target: str,
+                  paths: LlemPaths | None = None, store: LlemStore | None = None) -> list[str]:
+    """Register what the study files define as the study_registry sensor does (experiment_configs upserted and
+    retired, config copies kept, measurement partitions on ``target`` added); return the new partition keys.
+
+    ``paths`` and ``store`` default to the environment's configuration (LLEM_DATA_DIR, LLEM_DUCKDB)."""
+    from llem_pipeline.defs.experiments.sensors import register_and_retire
+
+    paths = paths or LlemPaths()
+    store = store or LlemStore(duckdb=DuckDBResource(database=str(duckdb_path())))
     known = set(instance.get_dynamic_partitions(MEASUREMENTS_PARTITIONS_NAME))
-    new = [k for k in keys if k not in known]
+    new, _, _ = register_and_retire(scan, store, paths, target, known)
     if new:
         instance.add_dynamic_partitions(MEASUREMENTS_PARTITIONS_NAME, new)
     return new

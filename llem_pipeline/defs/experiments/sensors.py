@@ -11,7 +11,12 @@ import dagster as dg
 
 from llem_pipeline.defs.automation.study_runs import measurement_keys
 from llem_pipeline.defs.experiments.partitions import MEASUREMENTS_PARTITIONS_NAME, measurements
-from llem_pipeline.defs.experiments.registry import StudyScan, remember_config, scan_report_lines, scan_studies
+from llem_pipeline.defs.experiments.registry import (
+    StudyScan,
+    remember_config,
+    scan_report_lines,
+    scan_studies,
+)
 from llem_pipeline.defs.measurements.devices import target_name
 from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocator
 from llem_pipeline.defs.settings import LlemPaths, LlemStore

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from llem_pipeline.defs.store_resource import LlemStore
+from dagster_duckdb import DuckDBResource
 
-from llem_pipeline.defs.experiments.partitions import CONFIG_PARTITIONS_NAME
+from llem_pipeline.defs.automation.study_runs import measurement_keys
+from llem_pipeline.defs.experiments.partitions import MEASUREMENTS_PARTITIONS_NAME as CONFIG_PARTITIONS_NAME
 from llem_pipeline.defs.experiments.sensors import study_registry
+from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocator
+from llem_pipeline.defs.settings import LlemPaths, LlemStore
 from llem_pipeline.paths import PROJECT_ROOT
 from llem_pipeline.storage import ResultStore
 from llem_pipeline.studies import load_study
@@ -28,8 +32,12 @@ def studies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llem_env: Path) -> 
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None = None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"llem_store": LlemStore()})
-    return study_registry.evaluate_tick(ctx)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "llem_store": LlemStore(duckdb=DuckDBResource(database=os.environ["LLEM_DUCKDB"])),
+        "llem_paths": LlemPaths(data_dir=os.environ["LLEM_DATA_DIR"], studies_dir=os.environ["LLEM_STUDIES_DIR"]),
+        "gpu_allocator": GpuAllocator(devices="simulated"),
+    }) as ctx:
+        return study_registry.evaluate_tick(ctx)
 
 
 def test_sensor_registers_partitions_and_configs(instance: dg.DagsterInstance, studies: Path, llem_env: Path) -> None:
@@ -38,7 +46,8 @@ def test_sensor_registers_partitions_and_configs(instance: dg.DagsterInstance, s
     tick = _tick(instance)
     [request] = tick.dynamic_partitions_requests
     assert request.partitions_def_name == CONFIG_PARTITIONS_NAME
-    assert set(request.partition_keys) == set(demo.config_hashes) | set(nightly.config_hashes)
+    assert set(request.partition_keys) == set(measurement_keys(demo, "sim")) | set(measurement_keys(nightly, "sim"))
+    assert all(k.endswith(h) for k, h in zip(measurement_keys(demo, "sim"), demo.config_hashes, strict=True))
     assert "broken.yaml" in tick.skip_message and "n" in tick.skip_message
     rows = ResultStore(llem_env / "llem.duckdb").query(
         "SELECT study, config_hash FROM experiment_configs ORDER BY study, config_hash"
@@ -63,11 +72,11 @@ def test_sensor_registers_a_new_study_point(instance: dg.DagsterInstance, studie
     instance.add_dynamic_partitions(CONFIG_PARTITIONS_NAME, list(first.dynamic_partitions_requests[0].partition_keys))
     text = (studies / "demo.yaml").read_text(encoding="utf-8").replace("[1, 4, 8]", "[1, 4, 8, 16]")
     (studies / "demo.yaml").write_text(text, encoding="utf-8")
-    new_hashes = set(load_study(studies / "demo.yaml").expand().config_hashes)
+    new_keys = set(measurement_keys(load_study(studies / "demo.yaml").expand(), "sim"))
     second = _tick(instance, cursor=first.cursor)
     [request] = second.dynamic_partitions_requests
-    assert len(request.partition_keys) == 1
-    assert request.partition_keys[0] in new_hashes
+    assert request.partition_keys == ["demo~batch_size=16~sim~" + request.partition_keys[0].rsplit("~", 1)[1]]
+    assert request.partition_keys[0] in new_keys
 
 
 def test_hostile_study_files_are_reported_and_the_good_ones_registered(
@@ -79,7 +88,7 @@ def test_hostile_study_files_are_reported_and_the_good_ones_registered(
     demo = load_study(folder / "demo.yaml").expand()
     tick = _tick(instance)
     [request] = tick.dynamic_partitions_requests
-    assert set(demo.config_hashes) <= set(request.partition_keys)
+    assert set(measurement_keys(demo, "sim")) <= set(request.partition_keys)
     for name in ("bomb.yaml", "million.yaml", "huge.yaml", "latin1.yaml", "recursive.yaml", "inf.yaml", "fifo.yaml"):
         assert name in tick.skip_message, name
     assert "1 sweep point(s) skipped" in tick.skip_message
