@@ -24,10 +24,17 @@ stop_busy() {
     done
     busy_pids=()
 }
+cmd_pid=""
+# The command runs in the background and the script waits for it: bash runs a trap only once its foreground
+# child has ended, so a signal that arrives while the command runs would otherwise wait for the whole suite.
+stop_all() {
+    [ -n "$cmd_pid" ] && kill "-$1" "$cmd_pid" 2>/dev/null
+    stop_busy
+}
 trap stop_busy EXIT
-trap 'stop_busy; exit 130' INT
-trap 'stop_busy; exit 143' TERM
-trap 'stop_busy; exit 129' HUP
+trap 'stop_all INT; exit 130' INT
+trap 'stop_all TERM; exit 143' TERM
+trap 'stop_all HUP; exit 129' HUP
 
 for _ in 1 2; do
     # spins at 100 % of one CPU until killed, or until its parent (this script, pid $$) is gone; the pid is
@@ -41,8 +48,11 @@ done
 export LLEM_BUSY_PIDS="${busy_pids[*]}"  # for the command to see (the script's own test reads it)
 echo "test-under-load: busy processes ${busy_pids[*]} started; running:$(printf ' %q' "$@")"
 start=$(date +%s)
-"$@"
+"$@" &
+cmd_pid=$!
+wait "$cmd_pid"
 status=$?
+cmd_pid=""
 stop_busy
 echo "test-under-load: busy processes stopped; suite exit status $status after $(( $(date +%s) - start )) s"
 exit "$status"

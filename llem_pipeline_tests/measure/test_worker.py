@@ -51,7 +51,7 @@ def test_worker_writes_a_complete_labelled_run_folder(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        "baseline.json", "config.json", "environment.json", "process_0.json", "requests.parquet",
+        "baseline.json", "config.json", "environment.json", "manifest.json", "process_0.json", "requests.parquet",
         "result.json", "timeseries.parquet"])
     result = ExperimentResult.model_validate_json((run / "result.json").read_text())
     assert result.schema_version == "2.0"

@@ -339,6 +339,7 @@ def _run_and_kill(data_dir: Path, config: dict, out: Path, kill_at: str) -> tupl
 def worker_sigkill(data_dir: Path, kill_points: list[str]) -> CaseResult:
     """SIGKILL the worker at each of ``kill_points`` (progress events: 'plan', or steps: 'model_load', 'run'):
     no run folder, no rows, no orphaned engine process; then a normal run to the same place succeeds and lands."""
+    from llem_pipeline.measure.run_folder import RunFolderError
     from llem_pipeline.storage import ResultStore
     from llem_pipeline_tests.storage.record_factory import record_from_run_folder
 
@@ -352,7 +353,7 @@ def worker_sigkill(data_dir: Path, kill_points: list[str]) -> CaseResult:
         try:
             store.write_run(record_from_run_folder(out, run_date=day))
             wrote = True
-        except FileNotFoundError:  # no run folder (or no result.json in it): nothing to store
+        except RunFolderError:  # no run folder (or an incomplete one): nothing to store
             wrote = False
         ok = rc == -signal.SIGKILL and not out.exists() and not alive and not wrote
         res.record(ok, f"kill at {point}: rc {rc}, folder exists {out.exists()}, orphans {alive}, rows written {wrote}",

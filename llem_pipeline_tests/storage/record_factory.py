@@ -382,9 +382,17 @@ def make_record(
 
 
 def with_result(record: RunRecord, **update: Any) -> RunRecord:
-    """Return ``record`` with its result's fields replaced by ``update`` (e.g. avg_energy_per_token_j=...)."""
+    """Return ``record`` with its result's fields replaced by ``update`` (e.g. avg_energy_per_token_j=...), kept
+    self-consistent: a new J/token rescales total_energy_j (and the adjusted energy) to J/token × tokens, so the
+    result still validates (ExperimentResult refuses a J/token that is not energy / tokens)."""
     fields = {f: getattr(record, f) for f in record.__dataclass_fields__}
-    fields["result"] = record.result.model_copy(update=update)
+    result = record.result
+    if "avg_energy_per_token_j" in update and "total_energy_j" not in update and result.total_tokens:
+        scale = update["avg_energy_per_token_j"] * result.total_tokens / result.total_energy_j
+        update = {"total_energy_j": result.total_energy_j * scale, **update}
+        if result.energy_adjusted_j is not None and "energy_adjusted_j" not in update:
+            update["energy_adjusted_j"] = result.energy_adjusted_j * scale
+    fields["result"] = type(result).model_validate({**result.model_dump(), **update})
     return RunRecord(**fields)
 
 
