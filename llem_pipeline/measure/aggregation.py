@@ -1,4 +1,4 @@
-"""Aggregation (SPEC §3.12): RawProcessResult list → ExperimentResult v2.0.
+"""Aggregation (docs/methodology.md §3.12): RawProcessResult list → ExperimentResult v2.0.
 
 Contract for the process results (what the harness fills in each RawProcessResult):
 - ``timestamps``: the REPORTED window of that process (UTC start/end; ``duration_sec`` monotonic) and
