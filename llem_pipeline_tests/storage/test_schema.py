@@ -11,6 +11,7 @@ from llem_pipeline.storage import PARTITIONED_TABLES, TABLES, VIEWS, ResultStore
 from llem_pipeline.storage.schema import (
     BOOKKEEPING_TABLES,
     LATEST_VERSION,
+    USER_TABLES,
     MIGRATIONS,
     RUN_KEY_COLUMNS,
     apply_schema,
@@ -26,7 +27,7 @@ def test_sql_files_run_as_plain_sql_on_an_empty_file(tmp_path: Path) -> None:
         con.execute(sql_text(filename))
     con.execute(sql_text("views.sql"))
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert set(TABLES) | set(BOOKKEEPING_TABLES) | {"schema_version", "schema_views"} == tables
+    assert set(TABLES) | set(BOOKKEEPING_TABLES) | set(USER_TABLES) | {"schema_version", "schema_views"} == tables
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
     con.close()
