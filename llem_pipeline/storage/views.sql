@@ -211,7 +211,7 @@ WITH runs AS (
     SELECT e.run_date, e.config_hash, e.hardware_id, e.run_id, e.model, e.backend, e.setting, e.workload_hash,
            e.is_simulated, e.start_time, e.total_energy_j, p.n_requests
     FROM experiment_results AS e
-    JOIN (SELECT config_hash, hardware_id, run_id, sum(num_requests) AS n_requests
+    JOIN (SELECT config_hash, hardware_id, run_id, sum(num_requests)::BIGINT AS n_requests
           FROM process_results GROUP BY ALL) AS p USING (config_hash, hardware_id, run_id)
 ),
 valid AS (
@@ -229,7 +229,7 @@ priced AS (
            max(v.value) FILTER (WHERE v.name = 'pue')               AS pue,
            max(v.value) FILTER (WHERE v.name = 'price_per_kwh')     AS price_per_kwh,
            max(v.unit) FILTER (WHERE v.name = 'price_per_kwh')      AS price_unit,
-           list(v.name || ': ' || v.source ORDER BY v.name)         AS factor_sources
+           list(v.name || ': ' || v.source ORDER BY v.name) FILTER (WHERE v.name IS NOT NULL) AS factor_sources
     FROM runs AS r LEFT JOIN valid AS v USING (config_hash, hardware_id, run_id)
     GROUP BY ALL
 )

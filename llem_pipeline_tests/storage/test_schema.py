@@ -11,9 +11,9 @@ from llem_pipeline.storage import PARTITIONED_TABLES, TABLES, VIEWS, ResultStore
 from llem_pipeline.storage.schema import (
     BOOKKEEPING_TABLES,
     LATEST_VERSION,
-    USER_TABLES,
     MIGRATIONS,
     RUN_KEY_COLUMNS,
+    USER_TABLES,
     apply_schema,
     checked_table,
     sql_text,
