@@ -27,9 +27,9 @@ IDLE_W, STATIC_W = 60.0, 300.0  # W: the device idle, and busy before its work's
 def served_record(config: ExperimentConfig, max_num_seqs: int, *, run_id: str, run_date: str = "2026-11-01",
                   seed: int = 0, n: int = 80, device_kind: str = "simulated", gpu_name: str = "Simulated GPU",
                   start: datetime | None = None, interval_s: float = 0.05, cycle: int | None = None,
-                  study: str | None = "demo") -> RunRecord:
+                  study: str | None = "demo", rate_per_s: float = 10.0) -> RunRecord:
     """Return the RunRecord of ``n`` mixed requests served with ``max_num_seqs`` slots (energies J, times s)."""
-    work = serve(mixed_workload(n, seed=seed, rate_per_s=4.0, prompt_range=(16, 2048), output_range=(16, 256)),
+    work = serve(mixed_workload(n, seed=seed, rate_per_s=rate_per_s, prompt_range=(16, 2048), output_range=(16, 256)),
                  max_num_seqs=max_num_seqs, timing=EngineTiming(), idle_w=IDLE_W, static_w=STATIC_W)
     a, b = work.span_s
     start = start or datetime.fromisoformat(run_date).replace(hour=2, tzinfo=UTC)
