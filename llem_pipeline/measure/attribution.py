@@ -42,6 +42,8 @@ MAX_RATIO_REL_HALF_WIDTH = 0.5
 # Attribution intervals last at least this long: consecutive sampler intervals are merged (at 10 Hz, three
 # readings), which halves the per-request error of instant power readings (bench/attribution_accuracy.py).
 MIN_INTERVAL_S = 0.3
+# With fitted weights, measured energy is kept per block of this length and placed inside it by the fit.
+MEASURED_RESOLUTION_S = 1.0
 _EPS_S = 1e-6  # token times closer than this are one engine event, s
 
 
@@ -279,7 +281,8 @@ def fit_weights(energy_j: np.ndarray, dt_s: np.ndarray, prefill_tokens: np.ndarr
 class _Intervals:
     energy_j: np.ndarray
     dt_s: np.ndarray
-    baseline_j: np.ndarray | None
+    start_s: np.ndarray  # each interval's start, s from inference start
+    baseline_w: float | None
     req: np.ndarray  # per overlap entry
     idx: np.ndarray
     pre: np.ndarray
@@ -311,8 +314,34 @@ def _intervals(trace: DeviceTrace, seg: tuple[np.ndarray, ...], span: tuple[floa
         edges = np.concatenate([edges[starts], [b]])
     dt = np.diff(edges)
     req, idx, pre, dec = _overlaps(edges, seg)
-    base = None if trace.baseline_w is None else np.minimum(trace.baseline_w * dt, energy)
-    return _Intervals(energy, dt, base, req, idx, pre, dec)
+    return _Intervals(energy, dt, edges[:-1], trace.baseline_w, req, idx, pre, dec)
+
+
+def _work(iv: _Intervals) -> tuple[np.ndarray, np.ndarray]:
+    """Return the prefill and decode tokens of each interval of ``iv``."""
+    n = iv.energy_j.size
+    return (np.bincount(iv.idx, weights=iv.pre, minlength=n), np.bincount(iv.idx, weights=iv.dec, minlength=n))
+
+
+def _replace(iv: _Intervals, energy_j: np.ndarray) -> _Intervals:
+    """Return ``iv`` with other interval energies, J."""
+    return _Intervals(energy_j, iv.dt_s, iv.start_s, iv.baseline_w, iv.req, iv.idx, iv.pre, iv.dec)
+
+
+def _reconstruct(iv: _Intervals, weights: PhaseWeights, block_s: float) -> _Intervals:
+    """Return ``iv`` (sampler intervals) with energies placed by the fitted model inside blocks of ``block_s``
+    s: each block keeps its measured energy, shared among its intervals in proportion to the model's
+    ``static_w·dt + alpha·prefill + beta·decode``. An instant power reading misstates its own interval's
+    energy, but sums over a second of readings hold; the model says where inside the block it went."""
+    pre, dec = _work(iv)
+    model = (weights.static_w or 0.0) * iv.dt_s + (weights.prefill_j_per_token or 0.0) * pre \
+        + (weights.decode_j_per_token or 0.0) * dec
+    block = np.floor((iv.start_s - iv.start_s[0]) / block_s).astype(np.int64) if iv.start_s.size else iv.start_s
+    measured = np.bincount(block, weights=iv.energy_j)
+    modelled = np.bincount(block, weights=model)
+    ok = modelled[block] > 0
+    energy = np.where(ok, measured[block] * model / np.where(ok, modelled[block], 1.0), iv.energy_j)
+    return _replace(iv, energy)
 
 
 def _split(iv: _Intervals, ratio: float, n_req: int) -> tuple[np.ndarray, ...]:
@@ -325,8 +354,9 @@ def _split(iv: _Intervals, ratio: float, n_req: int) -> tuple[np.ndarray, ...]:
     pre_part = np.where(work > 0, ratio * iv.pre / np.where(work > 0, work, 1.0), 0.0)
     prefill = np.bincount(iv.req, weights=e * pre_part, minlength=n_req)
     decode = np.bincount(iv.req, weights=e * (1.0 - pre_part), minlength=n_req)
-    base = (np.bincount(iv.req, weights=share * iv.baseline_j[iv.idx], minlength=n_req)
-            if iv.baseline_j is not None else np.full(n_req, np.nan))
+    base_j = None if iv.baseline_w is None else np.minimum(iv.baseline_w * iv.dt_s, iv.energy_j)
+    base = (np.bincount(iv.req, weights=share * base_j[iv.idx], minlength=n_req)
+            if base_j is not None else np.full(n_req, np.nan))
     idle = float(iv.energy_j[total <= 0].sum())
     return prefill, decode, base, idle
 
@@ -334,7 +364,8 @@ def _split(iv: _Intervals, ratio: float, n_req: int) -> tuple[np.ndarray, ...]:
 def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *,
               window_energy_j: dict[int, float] | None = None,
               spans: dict[int, tuple[float, float]] | None = None,
-              weights: PhaseWeights | None = None, min_interval_s: float = MIN_INTERVAL_S) -> Attribution:
+              weights: PhaseWeights | None = None, min_interval_s: float = MIN_INTERVAL_S,
+              measured_resolution_s: float = MEASURED_RESOLUTION_S) -> Attribution:
     """Return the Attribution of ``requests`` (one run) over the power ``traces`` of their processes' devices.
 
     ``spans``: per process, the time range attributed (s from inference start; default: first submission
@@ -342,7 +373,10 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
     counter's window energy): the trace's intervals are scaled to sum to it, so the attribution distributes
     the measured energy and the trace only says where in time it went. ``weights``: fixed PhaseWeights
     (default: fitted on this run, else the default ratio). ``min_interval_s``: sampler intervals are merged
-    into attribution intervals of at least this length, s (0: every sampler interval). Energies J.
+    into intervals of at least this length, s, for the fit (and for the split when the default ratio is used).
+    ``measured_resolution_s``: with fitted weights, each sampler interval's energy is the measured energy of
+    its block of this length, placed inside the block by the fitted model (0: the merged intervals' trapezoid
+    energies as they are). Energies J.
     """
     reqs = list(requests)
     n_req = len(reqs)
@@ -354,7 +388,8 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
             mine = [r for r in reqs if r.process_index == p]
             spans[p] = (min(r.submit_s for r in mine),
                         max(max(r.token_times_s, default=r.submit_s) for r in mine))
-    per_device: list[tuple[int, _Intervals]] = []
+    fine: list[tuple[int, _Intervals]] = []
+    merged: list[tuple[int, _Intervals]] = []
     scales: list[float] = []
     for trace in traces:
         if trace.process_index not in spans:
@@ -362,34 +397,31 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
         mask = np.array([reqs[i].process_index == trace.process_index for i in seg[0]], dtype=bool) \
             if seg[0].size else np.zeros(0, dtype=bool)
         mine = tuple(a[mask] for a in seg)
-        iv = _intervals(trace, mine, spans[trace.process_index], min_interval_s)
-        per_device.append((trace.process_index, iv))
+        fine.append((trace.process_index, _intervals(trace, mine, spans[trace.process_index], 0.0)))
+        merged.append((trace.process_index, _intervals(trace, mine, spans[trace.process_index], min_interval_s)))
     # scale each process's devices together so that their intervals sum to the measured window energy
-    scaled: list[_Intervals] = []
-    for p in sorted({p for p, _ in per_device}):
-        ivs = [iv for q, iv in per_device if q == p]
-        trace_total = sum(float(iv.energy_j.sum()) for iv in ivs)
-        factor = 1.0
+    factors: dict[int, float] = {}
+    for p in sorted({p for p, _ in fine}):
+        trace_total = sum(float(iv.energy_j.sum()) for q, iv in fine if q == p)
+        factors[p] = 1.0
         if window_energy_j and p in window_energy_j:
             if trace_total > 0:
-                factor = window_energy_j[p] / trace_total
+                factors[p] = window_energy_j[p] / trace_total
             else:
                 warnings.append(f"attribution_no_trace: process {p} has no power samples in its span")
-        scales.append(factor)
-        for iv in ivs:
-            scaled.append(_Intervals(iv.energy_j * factor, iv.dt_s, iv.baseline_j, iv.req, iv.idx, iv.pre, iv.dec))
+        scales.append(factors[p])
+    fine_ivs = [_replace(iv, iv.energy_j * factors[p]) for p, iv in fine]
+    merged_ivs = [_replace(iv, iv.energy_j * factors[p]) for p, iv in merged]
     if weights is None:
-        e, dt, pre, dec = [], [], [], []
-        for iv in scaled:
-            n_int = iv.energy_j.size
-            e.append(iv.energy_j)
-            dt.append(iv.dt_s)
-            pre.append(np.bincount(iv.idx, weights=iv.pre, minlength=n_int))
-            dec.append(np.bincount(iv.idx, weights=iv.dec, minlength=n_int))
-        weights = fit_weights(*(np.concatenate(xs) if xs else np.empty(0) for xs in (e, dt, pre, dec)))
+        works = [_work(iv) for iv in merged_ivs]
+        weights = fit_weights(*(np.concatenate(xs) if xs else np.empty(0) for xs in (
+            [iv.energy_j for iv in merged_ivs], [iv.dt_s for iv in merged_ivs], [w[0] for w in works],
+            [w[1] for w in works])))
     if weights.method == "default":
         warnings.append(f"attribution_default_ratio: prefill/decode weight ratio {weights.ratio} (range "
                         f"{weights.ratio_low}-{weights.ratio_high}) used because {weights.reason}")
+    model_placed = weights.method == "regression" and measured_resolution_s > 0
+    scaled = [_reconstruct(iv, weights, measured_resolution_s) for iv in fine_ivs] if model_placed else merged_ivs
 
     def run_at(ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         pre_j, dec_j, base_j, idle = np.zeros(n_req), np.zeros(n_req), np.zeros(n_req), 0.0
@@ -406,7 +438,7 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
     hi_pre, hi_dec, _, _ = run_at(weights.ratio_high)
     energy = pre_j + dec_j
     unc = np.maximum(np.abs(lo_pre + lo_dec - energy), np.abs(hi_pre + hi_dec - energy))
-    has_base = all(iv.baseline_j is not None for iv in scaled) and bool(scaled)
+    has_base = all(iv.baseline_w is not None for iv in scaled) and bool(scaled)
     out = [
         RequestEnergy(r.process_index, r.request_index, float(energy[i]), float(pre_j[i]), float(dec_j[i]),
                       float(base_j[i]) if has_base else None, float(unc[i]))
@@ -420,6 +452,8 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
         warnings.append(f"attribution_no_tokens: {len(no_work)} request(s) produced no token and got no energy")
     scale = float(np.mean(scales)) if scales else 1.0
     source = "scaled to the window energy" if window_energy_j else "power trace"
+    if model_placed:
+        source += f", placed by the fit within {measured_resolution_s:g} s"
     return Attribution(
         requests=out, weights=weights, total_energy_j=attributed + idle, attributed_energy_j=attributed,
         idle_energy_j=idle, baseline_energy_j=float(base_j.sum()) if has_base else None,

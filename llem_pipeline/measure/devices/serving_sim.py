@@ -82,9 +82,10 @@ class ServedWorkload:
 
 def serve(requests: Sequence[ScriptedRequest], *, max_num_seqs: int = 16, timing: EngineTiming | None = None,
           idle_w: float = 60.0, static_w: float = 60.0, prefill_j_per_token: float = 0.02,
-          decode_j_per_token: float = 0.3) -> ServedWorkload:
+          decode_j_per_token: float = 0.3, decode_exponent: float = 1.0) -> ServedWorkload:
     """Return the ServedWorkload of ``requests`` (in arrival order) on an engine with ``max_num_seqs`` slots;
-    powers W, energies J per token. Every request must ask for at least one output token."""
+    powers W, energies J per token. A decode step of n requests costs ``decode_j_per_token × n **
+    decode_exponent`` J, shared equally. Every request must ask for at least one output token."""
     if max_num_seqs < 1:
         raise ValueError(f"serve: max_num_seqs={max_num_seqs} must be >= 1")
     timing = timing or EngineTiming()
@@ -128,13 +129,14 @@ def serve(requests: Sequence[ScriptedRequest], *, max_num_seqs: int = 16, timing
         else:
             end = t + timing.decode_step_s + timing.decode_s_per_seq * len(running)
             steps.append((t, end, 0.0, float(len(running))))
-            close_step(t, end, [(r, decode_j_per_token, "decode") for r in running])
+            per_token = decode_j_per_token * len(running) ** decode_exponent / len(running)
+            close_step(t, end, [(r, per_token, "decode") for r in running])
             for r in running:
                 r.token_times_s.append(end)
             running = [r for r in running if len(r.token_times_s) < r.output_tokens]
         last_end = t = end
     model = PhaseModel(steps, idle_w=idle_w, static_w=static_w, prefill_j_per_token=prefill_j_per_token,
-                       decode_j_per_token=decode_j_per_token)
+                       decode_j_per_token=decode_j_per_token, decode_exponent=decode_exponent)
     return ServedWorkload(steps, served, idle_j, model)
 
 

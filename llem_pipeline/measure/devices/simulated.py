@@ -552,7 +552,8 @@ class PhaseModel:
     """
 
     def __init__(self, steps: Sequence[tuple[float, float, float, float]], *, idle_w: float = 60.0,
-                 static_w: float = 60.0, prefill_j_per_token: float = 0.02, decode_j_per_token: float = 0.3) -> None:
+                 static_w: float = 60.0, prefill_j_per_token: float = 0.02, decode_j_per_token: float = 0.3,
+                 decode_exponent: float = 1.0) -> None:
         if prefill_j_per_token < 0 or decode_j_per_token < 0 or idle_w < 0 or static_w < 0:
             raise ValueError(
                 f"PhaseModel: idle_w={idle_w}, static_w={static_w}, prefill_j_per_token={prefill_j_per_token}, "
@@ -560,6 +561,9 @@ class PhaseModel:
         self.steps = [(float(a), float(b), float(p), float(d)) for a, b, p, d in steps]
         self.idle_w, self.static_w = float(idle_w), float(static_w)
         self.prefill_j_per_token, self.decode_j_per_token = float(prefill_j_per_token), float(decode_j_per_token)
+        if not 0 < decode_exponent <= 1:
+            raise ValueError(f"PhaseModel: decode_exponent={decode_exponent} must be in (0, 1]")
+        self.decode_exponent = float(decode_exponent)
         points: list[tuple[float, float]] = [(0.0, self.idle_w)]
         last_end = 0.0
         for a, b, p, d in self.steps:
@@ -577,8 +581,9 @@ class PhaseModel:
         return self.static_w + self.step_dynamic_j(prefill_tokens, decode_tokens) / (end_s - start_s)
 
     def step_dynamic_j(self, prefill_tokens: float, decode_tokens: float) -> float:
-        """Returns a step's energy above the static draw, J."""
-        return self.prefill_j_per_token * prefill_tokens + self.decode_j_per_token * decode_tokens
+        """Returns a step's energy above the static draw, J: ``decode_j_per_token × decode_tokens **
+        decode_exponent`` for its decode (an exponent below 1: a token decoded in a larger batch costs less)."""
+        return self.prefill_j_per_token * prefill_tokens + self.decode_j_per_token * decode_tokens ** self.decode_exponent
 
     def power_w(self, t: float) -> float:
         """Returns the scripted power at t, W."""
