@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_make_model",
         "build a random-weight Llama-style model + BPE tokenizer offline (presets tiny, small, 1b, 8b)",
     ),
+    "report": (
+        "llem_pipeline.commands.report",
+        "main_report",
+        "the efficiency view: J/token with its CI, tok/s, W, TTFT per config x hardware, with workload and n_runs",
+    ),
     "run": (
         "llem_pipeline.commands.run",
         "main_run",
