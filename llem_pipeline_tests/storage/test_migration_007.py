@@ -101,3 +101,11 @@ def test_migration_7_seeds_user_tables_once(v6_db) -> None:
     assert ResultStore(db).ensure_schema() == LATEST_VERSION
     assert store.query("SELECT ttft_p99_ms FROM latency_targets WHERE target = 'interactive'").column(
         "ttft_p99_ms").to_pylist() == [300.0]  # the user's edit survives; nothing is seeded again
+    # an edit by hand that makes no sense is refused by the table itself
+    with duckdb.connect(str(db)) as con:
+        for bad in ("UPDATE latency_targets SET tpot_p99_ms = -5 WHERE target = 'interactive'",
+                    "INSERT INTO factors VALUES ('pue', 'nan', 'ratio', 's', now(), NULL, now())",
+                    "INSERT INTO factors VALUES ('carbon', 1, 'x', 's', now(), NULL, now())",
+                    "INSERT INTO factors VALUES ('pue', 1.2, 'ratio', 's', now(), now() - INTERVAL 1 DAY, now())"):
+            with pytest.raises(duckdb.ConstraintException):
+                con.execute(bad)

@@ -49,8 +49,8 @@ WHERE tpot_p99_ms IS NULL;
 
 CREATE TABLE IF NOT EXISTS latency_targets (
     target       VARCHAR NOT NULL PRIMARY KEY,
-    ttft_p99_ms  DOUBLE,
-    tpot_p99_ms  DOUBLE,
+    ttft_p99_ms  DOUBLE CHECK (ttft_p99_ms IS NULL OR (isfinite(ttft_p99_ms) AND ttft_p99_ms > 0)),
+    tpot_p99_ms  DOUBLE CHECK (tpot_p99_ms IS NULL OR (isfinite(tpot_p99_ms) AND tpot_p99_ms > 0)),
     description  VARCHAR
 );
 COMMENT ON TABLE latency_targets IS 'Latency targets a configuration must meet (user-edited, e.g. UPDATE latency_targets SET ttft_p99_ms = 300 WHERE target = ''interactive''); energy_at_target reads it at query time.';
@@ -66,13 +66,14 @@ SELECT * FROM (VALUES
 WHERE NOT EXISTS (SELECT 1 FROM latency_targets);
 
 CREATE TABLE IF NOT EXISTS factors (
-    name        VARCHAR NOT NULL,
-    value       DOUBLE NOT NULL,
+    name        VARCHAR NOT NULL CHECK (name IN ('grid_gco2_per_kwh', 'pue', 'price_per_kwh')),
+    value       DOUBLE NOT NULL CHECK (isfinite(value) AND value >= 0),
     unit        VARCHAR NOT NULL,
     source      VARCHAR NOT NULL,
     valid_from  TIMESTAMPTZ NOT NULL,
     valid_to    TIMESTAMPTZ,
-    recorded_at TIMESTAMPTZ NOT NULL
+    recorded_at TIMESTAMPTZ NOT NULL,
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
 );
 COMMENT ON TABLE factors IS 'Conversion factors maintained by the user (`llem factors set|import|list`): grid_gco2_per_kwh, pue, price_per_kwh, each valid from valid_from to valid_to; the views pick, for a run, the factor valid at its start_time (the latest recorded when several are).';
 COMMENT ON COLUMN factors.name IS 'grid_gco2_per_kwh (gCO2e per kWh drawn) | pue (facility energy / IT energy, >= 1) | price_per_kwh (currency per kWh).';
