@@ -112,6 +112,10 @@ class Attribution:
     prefill / attributed (a fraction); ``prefill_uncertainty_j`` the change of the prefill total across
     the ratio's range; ``scale`` the factor applied to the trace's intervals so that they sum to the
     measured window energy (1.0 when none was given); ``method`` names the procedure.
+    ``prefill_direct_energy_j`` is the measured energy of the sampler intervals in which only prefill ran
+    (no weights involved) and ``prefill_direct_coverage`` the fraction of prompt tokens prefilled in them:
+    when an engine runs the phases apart (a batch of prefills, then decode) the coverage is near 1 and this
+    is a direct measurement of the prefill energy; otherwise it covers that fraction only.
     """
 
     requests: list[RequestEnergy]
@@ -126,6 +130,8 @@ class Attribution:
     prefill_uncertainty_j: float
     scale: float
     method: str
+    prefill_direct_energy_j: float = 0.0
+    prefill_direct_coverage: float | None = None
     warnings: list[str] = field(default_factory=list)
 
     def request_energy_percentiles(self) -> dict[str, float | None]:
@@ -148,6 +154,8 @@ class Attribution:
             "decode_energy_j": self.decode_energy_j,
             "prefill_share": self.prefill_share,
             "prefill_uncertainty_j": self.prefill_uncertainty_j,
+            "prefill_direct_energy_j": self.prefill_direct_energy_j,
+            "prefill_direct_coverage": self.prefill_direct_coverage,
             "request_energy": self.request_energy_percentiles(),
             "n_requests": len(self.requests),
             "scale": self.scale,
@@ -450,6 +458,13 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
     no_work = [r.request_index for r in reqs if r.first_token_s is None and not len(r.token_times_s)]
     if no_work:
         warnings.append(f"attribution_no_tokens: {len(no_work)} request(s) produced no token and got no energy")
+    direct_j, pure_tokens, all_tokens = 0.0, 0.0, 0.0
+    for iv in fine_ivs:  # measured (trapezoid, scaled) energies: the phases as they ran, no weights
+        pre_t, dec_t = _work(iv)
+        pure = (pre_t > 0) & (dec_t <= 0)
+        direct_j += float(iv.energy_j[pure].sum())
+        pure_tokens += float(pre_t[pure].sum())
+        all_tokens += float(pre_t.sum())
     scale = float(np.mean(scales)) if scales else 1.0
     source = "scaled to the window energy" if window_energy_j else "power trace"
     if model_placed:
@@ -459,7 +474,9 @@ def attribute(requests: Sequence[RequestTimes], traces: Sequence[DeviceTrace], *
         idle_energy_j=idle, baseline_energy_j=float(base_j.sum()) if has_base else None,
         prefill_energy_j=prefill, decode_energy_j=float(dec_j.sum()),
         prefill_share=prefill / attributed if attributed > 0 else None, prefill_uncertainty_j=prefill_unc,
-        scale=scale, method=f"interval_split:{weights.method}_ratio ({source})", warnings=warnings,
+        scale=scale, method=f"interval_split:{weights.method}_ratio ({source})",
+        prefill_direct_energy_j=direct_j, prefill_direct_coverage=pure_tokens / all_tokens if all_tokens > 0 else None,
+        warnings=warnings,
     )
 
 

@@ -233,6 +233,8 @@ def attribution_columns(summary: Mapping[str, Any] | None) -> dict[str, Any]:
         "prefill_share": _number(s.get("prefill_share")),
         "prefill_uncertainty_j": _number(s.get("prefill_uncertainty_j")),
         "idle_energy_j": _number(s.get("idle_energy_j")),
+        "prefill_direct_energy_j": _number(s.get("prefill_direct_energy_j")),
+        "prefill_direct_coverage": _number(s.get("prefill_direct_coverage")),
         "attribution_method": s.get("method") if isinstance(s.get("method"), str) else None,
         "prefill_decode_ratio": _number(weights.get("ratio")),
     }

@@ -109,3 +109,19 @@ def test_fit_weights_falls_back_on_collinear_work() -> None:
     dec = np.full(n, 10.0)  # every interval has the same mix: alpha and beta cannot be told apart
     w = fit_weights(60 * 0.1 + 0.02 * pre + 0.3 * dec, np.full(n, 0.1), pre, dec)
     assert w.method == "default" and w.reason
+
+
+def test_phases_run_apart_give_a_direct_prefill_measurement() -> None:
+    # every request arrives at once and fits the batch: one prefill step, then only decode steps
+    work = serve(mixed_workload(32, seed=7, rate_per_s=1e6), max_num_seqs=32)
+    trace = _trace(work, 0.02)
+    a, b = work.span_s
+    got = attribute(_times(work), [trace], window_energy_j={0: work.model.cumulative_j(b) - work.model.cumulative_j(a)},
+                    spans={0: (a, b)})
+    true_prefill = sum(r.prefill_j for r in work.requests)
+    assert got.prefill_direct_coverage > 0.98
+    assert got.prefill_direct_energy_j == pytest.approx(true_prefill, rel=0.03)
+    # continuous batching with arrivals spread out: prefills interleave with decode, little is pure
+    mixed = serve(mixed_workload(60, seed=8, rate_per_s=20), max_num_seqs=8)
+    spread = attribute(_times(mixed), [_trace(mixed, 0.1)])
+    assert spread.prefill_direct_coverage < got.prefill_direct_coverage

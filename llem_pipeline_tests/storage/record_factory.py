@@ -412,7 +412,8 @@ ADDED_IN_006 = ("hardware_id", "workload_hash", "cycle", "measurement_key", "lab
 # Columns that migration 7 added to experiment_results and requests (absent before it).
 ADDED_IN_007 = ("tpot_p99_ms", "request_energy_p50_j", "request_energy_p90_j", "request_energy_p99_j", "prefill_energy_j",
                 "decode_energy_j", "prefill_share", "prefill_uncertainty_j", "idle_energy_j", "attribution_method",
-                "prefill_decode_ratio", "energy_j", "baseline_energy_j", "energy_uncertainty_j")
+                "prefill_decode_ratio", "energy_j", "baseline_energy_j", "energy_uncertainty_j",
+                "prefill_direct_energy_j", "prefill_direct_coverage")
 
 
 def insert_pre_006_run(con: duckdb.DuckDBPyConnection, record: RunRecord, *, write_seq: int | None = None) -> dict[str, int]:

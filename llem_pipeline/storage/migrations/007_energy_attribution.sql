@@ -30,6 +30,8 @@ ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS decode_energy_j DOUBLE;
 ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS prefill_share DOUBLE;
 ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS prefill_uncertainty_j DOUBLE;
 ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS idle_energy_j DOUBLE;
+ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS prefill_direct_energy_j DOUBLE;
+ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS prefill_direct_coverage DOUBLE;
 ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS attribution_method VARCHAR;
 ALTER TABLE experiment_results ADD COLUMN IF NOT EXISTS prefill_decode_ratio DOUBLE;
 COMMENT ON COLUMN experiment_results.tpot_p99_ms IS 'Time per output token after the first, 99th percentile over requests, ms.';
@@ -41,6 +43,8 @@ COMMENT ON COLUMN experiment_results.decode_energy_j IS 'Energy attributed to de
 COMMENT ON COLUMN experiment_results.prefill_share IS 'prefill_energy_j / (prefill_energy_j + decode_energy_j), a fraction (0.2 = 20 %).';
 COMMENT ON COLUMN experiment_results.prefill_uncertainty_j IS 'Change of prefill_energy_j across the 95 % range of the prefill/decode weight ratio, J (± bound).';
 COMMENT ON COLUMN experiment_results.idle_energy_j IS 'Energy of the intervals in which no request worked (not attributed), J.';
+COMMENT ON COLUMN experiment_results.prefill_direct_energy_j IS 'Measured energy of the sampler intervals in which only prefill ran (no weights), J: the prefill energy measured directly when the engine runs the phases apart.';
+COMMENT ON COLUMN experiment_results.prefill_direct_coverage IS 'Fraction of prompt tokens prefilled in those intervals (1.0: every prefill ran apart from decode, so prefill_direct_energy_j is the whole prefill energy).';
 COMMENT ON COLUMN experiment_results.attribution_method IS 'How the energy was split: interval_split:regression_ratio (weights fitted on the run) or interval_split:default_ratio, and what the intervals were scaled to.';
 COMMENT ON COLUMN experiment_results.prefill_decode_ratio IS 'J per prompt token prefilled / J per token decoded used for the split (unitless).';
 UPDATE experiment_results
