@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_doctor",
         "check whether this host can make valid measurements (NVML, GPU settings, other processes, counter, disk)",
     ),
+    "factors": (
+        "llem_pipeline.commands.factors",
+        "main_factors",
+        "record the carbon / PUE / price factors the carbon_cost view uses (set, import CSV, list)",
+    ),
     "make-model": (
         "llem_pipeline.engines.tiny_model",
         "main_make_model",
