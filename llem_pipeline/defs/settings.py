@@ -21,6 +21,13 @@ class LlemPaths(dg.ConfigurableResource):
 
     data_dir: str = Field(default="", description="Data dir; '' = <checkout>/data (LLEM_DATA_DIR)")
     studies_dir: str = Field(default="", description="Folder of studies/*.yaml; '' = <checkout>/studies (LLEM_STUDIES_DIR)")
+    runs_dir: str = Field(
+        default="", description="Root of the run folders; '' = <data>/runs (LLEM_RUNS_DIR: in a fleet, the location "
+        "shared by the GPU hosts and the storage host)",
+    )
+    locks_dir: str = Field(
+        default="", description="Folder of the per-GPU lock files; '' = <data>/locks (LLEM_LOCKS_DIR: host-local)",
+    )
 
     def data(self) -> Path:
         """Return the data dir (created if missing)."""
@@ -31,12 +38,13 @@ class LlemPaths(dg.ConfigurableResource):
         return paths.studies_dir(self.studies_dir or None)
 
     def runs(self) -> Path:
-        """Return the root of the run folders, ``<data>/runs``."""
-        return self.data() / "runs"
+        """Return the root of the run folders: ``runs_dir`` when set, else ``<data>/runs``."""
+        return Path(self.runs_dir) if self.runs_dir else self.data() / "runs"
 
     def locks(self) -> Path:
-        """Return the folder of the per-GPU lock files, ``<data>/locks`` (created if missing)."""
-        folder = self.data() / "locks"
+        """Return the folder of the per-GPU lock files: ``locks_dir`` when set, else ``<data>/locks`` (created if
+        missing)."""
+        folder = Path(self.locks_dir) if self.locks_dir else self.data() / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
