@@ -18,6 +18,7 @@ variable is set (the UI then shows the variable, not its value), else the docume
 | LLEM_SIM_GPU_MODEL | measurement_worker.simulated_model | '' (sim-gpu) |
 | LLEM_RUNS_DIR | llem_paths.runs_dir | <data dir>/runs |
 | LLEM_LOCKS_DIR | llem_paths.locks_dir | <data dir>/locks |
+| LLEM_RUN_STORE | llem_paths.run_store | '' (run folders on a shared path) |
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ SETTINGS: dict[str, str] = {
     "LLEM_SIM_GPU_MODEL": "product name of the simulated GPU, e.g. H100-SXM5-80GB (default sim-gpu)",
     "LLEM_RUNS_DIR": "root of the run folders, shared by GPU hosts and the storage host (default <data dir>/runs)",
     "LLEM_LOCKS_DIR": "folder of this host's per-GPU lock files (default <data dir>/locks)",
+    "LLEM_RUN_STORE": "pyarrow.fs URL run folders are published to and fetched from, e.g. s3://bucket/runs",
 }
 
 
@@ -68,7 +70,8 @@ def duckdb_resource() -> DuckDBResource:
 def resources() -> dg.Definitions:
     """Return the Definitions holding every resource and I/O manager the assets, checks, sensors and schedules use."""
     llem_paths = LlemPaths(data_dir=_env("LLEM_DATA_DIR", ""), studies_dir=_env("LLEM_STUDIES_DIR", ""),
-                           runs_dir=_env("LLEM_RUNS_DIR", ""), locks_dir=_env("LLEM_LOCKS_DIR", ""))
+                           runs_dir=_env("LLEM_RUNS_DIR", ""), locks_dir=_env("LLEM_LOCKS_DIR", ""),
+                           run_store=_env("LLEM_RUN_STORE", ""))
     duckdb = duckdb_resource()
     lock_timeout = _env("LLEM_DUCKDB_LOCK_TIMEOUT_S", 120, as_int=True)
     return dg.Definitions(

@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from llem_pipeline import paths
+from llem_pipeline.measure.run_folder import run_folder_path
 from llem_pipeline.storage import ResultStore
 
 
@@ -24,6 +25,10 @@ class LlemPaths(dg.ConfigurableResource):
     runs_dir: str = Field(
         default="", description="Root of the run folders; '' = <data>/runs (LLEM_RUNS_DIR: in a fleet, the location "
         "shared by the GPU hosts and the storage host)",
+    )
+    run_store: str = Field(
+        default="", description="pyarrow.fs URL the GPU hosts publish run folders to and the storage host fetches "
+        "them from (LLEM_RUN_STORE, e.g. s3://bucket/llem/runs); '' = the run folders' location is a shared path",
     )
     locks_dir: str = Field(
         default="", description="Folder of the per-GPU lock files; '' = <data>/locks (LLEM_LOCKS_DIR: host-local)",
@@ -40,6 +45,15 @@ class LlemPaths(dg.ConfigurableResource):
     def runs(self) -> Path:
         """Return the root of the run folders: ``runs_dir`` when set, else ``<data>/runs``."""
         return Path(self.runs_dir) if self.runs_dir else self.data() / "runs"
+
+    def run_folder(self, run_date: str, config_hash: str, run_id: str) -> Path:
+        """Return the local path of a run folder, fetched (verified) from the run store when one is configured
+        and the folder is not here yet. Raises RunFolderError when the store does not have it complete."""
+        if self.run_store:
+            from llem_pipeline.measure.run_store import fetch_run_folder
+
+            return fetch_run_folder(self.run_store, self.runs(), run_date, config_hash, run_id)
+        return run_folder_path(self.runs(), run_date, config_hash, run_id)
 
     def locks(self) -> Path:
         """Return the folder of the per-GPU lock files: ``locks_dir`` when set, else ``<data>/locks`` (created if

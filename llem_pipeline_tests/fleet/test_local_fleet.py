@@ -135,6 +135,13 @@ def celery_hosts(instance: dg.DagsterInstance, run_id: str, step: str) -> list[s
     return out
 
 
+def error_text(error) -> str:
+    """Return the messages of a SerializableErrorInfo and its causes and contexts."""
+    if error is None:
+        return ""
+    return "\n".join([error.message, error_text(error.cause), error_text(error.context)])
+
+
 def rows(fleet: LocalFleet, where: str = "TRUE") -> list[dict]:
     sql = f"SELECT run_id, hardware_id, measurement_key FROM experiment_results WHERE {where} ORDER BY run_id"
     return ResultStore(fleet.duckdb).query(sql).to_pylist()
@@ -190,7 +197,7 @@ def test_gpu_worker_killed_mid_measurement_is_retried_once_on_the_other_host(fle
     assert run.status == dg.DagsterRunStatus.SUCCESS
     retries = step_events(instance, run.run_id, "gpu_measurement", dg.DagsterEventType.STEP_UP_FOR_RETRY)
     assert len(retries) == 1
-    assert "killed by signal SIGKILL mid-measurement" in retries[0].dagster_event.event_specific_data.error.message
+    assert "killed by signal SIGKILL mid-measurement" in error_text(retries[0].dagster_event.event_specific_data.error)
     ran_on = [h.split("@")[0] for h in celery_hosts(instance, run.run_id, "gpu_measurement")]
     other = "h100-2" if host == "h100-1" else "h100-1"
     assert ran_on == [host, other]

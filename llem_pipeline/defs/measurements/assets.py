@@ -38,6 +38,7 @@ from llem_pipeline.defs.settings import LlemPaths
 from llem_pipeline.domain.errors import ConfigError
 from llem_pipeline.domain.identity import hardware_id
 from llem_pipeline.measure.run_folder import RunFolder, RunFolderError, run_folder_path
+from llem_pipeline.measure.run_store import upload_run_folder
 
 
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
@@ -159,6 +160,12 @@ def gpu_measurement(
         folder = RunFolder.open(llem_paths.runs(), run_date, key.config_hash, run_id)
     except RunFolderError as err:
         raise _fail(f"the worker exited 0 but its run folder is not valid: {err}") from None
+    if llem_paths.run_store:  # the storage host fetches it from there (verified against the manifest)
+        try:
+            remote = upload_run_folder(folder.path, llem_paths.run_store, run_date, key.config_hash, run_id)
+        except (OSError, RunFolderError) as err:
+            raise _fail(f"the run folder could not be published to the run store {llem_paths.run_store}: {err}") from None
+        context.log.info(f"run folder published to {remote}")
     reported = {}
     for result in invocation.get_results():
         if isinstance(result, dg.MaterializeResult) and result.metadata:
