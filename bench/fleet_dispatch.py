@@ -80,7 +80,8 @@ def single_host(studies: Path, name: str, root: Path) -> float:
     home.mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLEM_", "DAGSTER_"))}
-    env.update({"DAGSTER_HOME": str(home), "LLEM_DEVICES": "simulated", "LLEM_DATA_DIR": str(root / "data"),
+    env.update({"DAGSTER_HOME": str(home), "LLEM_DEVICES": "simulated", "LLEM_TARGET": TARGET,
+                "LLEM_SIM_GPU_MODEL": MODEL, "LLEM_DATA_DIR": str(root / "data"),
                 "LLEM_DUCKDB": str(root / "data" / "llem.duckdb"), "LLEM_STUDIES_DIR": str(studies),
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     return _llem(env, "run", name, "--in-process")
