@@ -7,13 +7,21 @@ no cluster is needed.
 
 import json
 
-import kubernetes
 import pytest
 
 from llem_pipeline.defs.constants import GPU_OP_TAG, STORAGE_OP_TAG
 from llem_pipeline.fleet.k8s import K8S_CONFIG_TAG, TARGET_NODE_LABEL, step_job, step_k8s_config, step_tags
 
 pytestmark = pytest.mark.fleet
+
+
+@pytest.fixture
+def kubernetes():
+    """The kubernetes package (fleet extra), imported by the tests that use it: collecting this module under
+    `make test` (marker expression 'not fleet') must not need the extra."""
+    import kubernetes as k8s
+
+    return k8s
 
 
 class _Response:
@@ -23,17 +31,17 @@ class _Response:
         self.data = json.dumps(body)
 
 
-def _validated(obj, kind: str):
+def _validated(kubernetes, obj, kind: str):
     """Return ``obj`` serialised to API JSON and deserialised into ``kind`` by the kubernetes client."""
     api = kubernetes.client.ApiClient()
     body = api.sanitize_for_serialization(obj)
     return body, api.deserialize(_Response(body), kind)
 
 
-def test_gpu_step_job_requests_a_gpu_on_its_targets_nodes_and_matches_the_schema():
+def test_gpu_step_job_requests_a_gpu_on_its_targets_nodes_and_matches_the_schema(kubernetes):
     job = step_job(GPU_OP_TAG, {"llem/target": "h100"}, image="registry.example/llem:0.1", job_name="llem-step-1",
                    args=["dagster", "api", "execute_step"], gpus=2)
-    body, parsed = _validated(job, "V1Job")
+    body, parsed = _validated(kubernetes, job, "V1Job")
     assert body["apiVersion"] == "batch/v1" and body["kind"] == "Job"
     assert isinstance(parsed, kubernetes.client.V1Job)
     pod = parsed.spec.template.spec
@@ -45,7 +53,7 @@ def test_gpu_step_job_requests_a_gpu_on_its_targets_nodes_and_matches_the_schema
     assert container.resources.limits == {"nvidia.com/gpu": "2"}
     assert container.resources.requests == {"nvidia.com/gpu": "2"}
     # the pod itself is valid on its own too (a PipesK8sClient pod would use the same spec)
-    _, pod_parsed = _validated(kubernetes.client.V1Pod(api_version="v1", kind="Pod",
+    _, pod_parsed = _validated(kubernetes, kubernetes.client.V1Pod(api_version="v1", kind="Pod",
                                                        metadata=parsed.spec.template.metadata, spec=pod), "V1Pod")
     assert pod_parsed.spec.containers[0].resources.limits["nvidia.com/gpu"] == "2"
 
@@ -57,7 +65,7 @@ def test_the_k8s_tag_follows_the_run_target_and_only_gpu_steps_get_gpus():
     assert K8S_CONFIG_TAG not in step_tags(STORAGE_OP_TAG, {"llem/target": "a100"})
 
 
-def test_the_schema_check_rejects_a_pod_without_a_required_field():
+def test_the_schema_check_rejects_a_pod_without_a_required_field(kubernetes):
     job = step_job(GPU_OP_TAG, {"llem/target": "h100"}, image="llem:1", job_name="llem-step-2", args=["true"])
     body = kubernetes.client.ApiClient().sanitize_for_serialization(job)
     del body["spec"]["template"]["spec"]["containers"][0]["name"]  # V1Container.name is required
