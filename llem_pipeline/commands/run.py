@@ -105,9 +105,9 @@ def main_run(argv: list[str] | None = None) -> int:
     from llem_pipeline import paths
     from llem_pipeline.commands.progress import RunPrinter
     from llem_pipeline.defs.automation import launching as L
-    from llem_pipeline.defs.automation.study_runs import planned_runs
+    from llem_pipeline.defs.automation.study_runs import planned_runs, study_targets
     from llem_pipeline.defs.experiments.registry import scan_report_lines, scan_studies
-    from llem_pipeline.defs.measurements.devices import target_name
+    from llem_pipeline.defs.measurements.devices import host_target
     from llem_pipeline.storage import ResultStore
 
     scan = scan_studies(paths.studies_dir())
@@ -117,7 +117,7 @@ def main_run(argv: list[str] | None = None) -> int:
     if plan is None:
         return _fail(f"study {args.study!r} is not a valid study under {paths.studies_dir()} "
                      f"(valid: {', '.join(sorted(scan.plans)) or 'none'})")
-    target = target_name(devices)
+    target = host_target(devices, os.environ.get("LLEM_TARGET"))
     runs = planned_runs(plan, run_date, target)
     store = ResultStore(paths.duckdb_path())
     with dg.DagsterInstance.get() as instance:
@@ -130,7 +130,8 @@ def main_run(argv: list[str] | None = None) -> int:
         cycles = max((r.cycle for r in runs), default=0) + 1
         where = "the daemon's run queue" if queued else "this process (no daemon running)"
         print(f"{plan.name}: {len(plan.config_hashes)} config(s) × {cycles} cycle(s) = {len(runs)} run(s) for "
-              f"{run_date} on target {target!r}{' (SIMULATED GPU)' if target == 'sim' else ''}, through {where}; "
+              f"{run_date} on target(s) {', '.join(study_targets(plan, target))}"
+              f"{' (SIMULATED GPU)' if target == 'sim' and not plan.hardware else ''}, through {where}; "
               f"launch {launch}", flush=True)
         if queued:
             with live_display(instance, launch, len(runs), sys.stdout, args.plain) as display:

@@ -8,7 +8,14 @@ OWNERS = ["team:llem"]
 GPU_POOL = "gpu"
 GPU_STEP_KEY = "gpu_measurement"  # the GPU step (op) of every measurement run
 STORE_STEP_KEY = "store_results"  # the CPU step that writes the run to DuckDB
-GPU_OP_TAG = {"llem/resource": "gpu"}
+# Celery queues of a fleet (docs/fleet.md): a GPU step goes to 'gpu-<hardware target of its run>' (the fleet
+# executor fills in {target} from the run's llem/target tag), the steps that touch DuckDB to the one
+# 'storage' queue on the host that owns the file. The in-process executor ignores these tags.
+CELERY_QUEUE_TAG = "dagster-celery/queue"
+GPU_QUEUE_TEMPLATE = "gpu-{target}"
+STORAGE_QUEUE = "storage"
+GPU_OP_TAG = {"llem/resource": "gpu", CELERY_QUEUE_TAG: GPU_QUEUE_TEMPLATE}
+STORAGE_OP_TAG = {"llem/resource": "storage", CELERY_QUEUE_TAG: STORAGE_QUEUE}
 # One asset group: the UI then opens the lineage with every asset shown (several groups open collapsed).
 # The layers are told apart by kinds and by the steps: gpu_measurement, store_results, efficiency_report.
 ASSET_GROUP = "llem"

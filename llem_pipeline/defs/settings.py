@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from llem_pipeline import paths
+from llem_pipeline.measure.run_folder import run_folder_path
 from llem_pipeline.storage import ResultStore
 
 
@@ -21,6 +22,17 @@ class LlemPaths(dg.ConfigurableResource):
 
     data_dir: str = Field(default="", description="Data dir; '' = <checkout>/data (LLEM_DATA_DIR)")
     studies_dir: str = Field(default="", description="Folder of studies/*.yaml; '' = <checkout>/studies (LLEM_STUDIES_DIR)")
+    runs_dir: str = Field(
+        default="", description="Root of the run folders; '' = <data>/runs (LLEM_RUNS_DIR: in a fleet, the location "
+        "shared by the GPU hosts and the storage host)",
+    )
+    run_store: str = Field(
+        default="", description="pyarrow.fs URL the GPU hosts publish run folders to and the storage host fetches "
+        "them from (LLEM_RUN_STORE, e.g. s3://bucket/llem/runs); '' = the run folders' location is a shared path",
+    )
+    locks_dir: str = Field(
+        default="", description="Folder of the per-GPU lock files; '' = <data>/locks (LLEM_LOCKS_DIR: host-local)",
+    )
 
     def data(self) -> Path:
         """Return the data dir (created if missing)."""
@@ -31,12 +43,22 @@ class LlemPaths(dg.ConfigurableResource):
         return paths.studies_dir(self.studies_dir or None)
 
     def runs(self) -> Path:
-        """Return the root of the run folders, ``<data>/runs``."""
-        return self.data() / "runs"
+        """Return the root of the run folders: ``runs_dir`` when set, else ``<data>/runs``."""
+        return Path(self.runs_dir) if self.runs_dir else self.data() / "runs"
+
+    def run_folder(self, run_date: str, config_hash: str, run_id: str) -> Path:
+        """Return the local path of a run folder, fetched (verified) from the run store when one is configured
+        and the folder is not here yet. Raises RunFolderError when the store does not have it complete."""
+        if self.run_store:
+            from llem_pipeline.measure.run_store import fetch_run_folder
+
+            return fetch_run_folder(self.run_store, self.runs(), run_date, config_hash, run_id)
+        return run_folder_path(self.runs(), run_date, config_hash, run_id)
 
     def locks(self) -> Path:
-        """Return the folder of the per-GPU lock files, ``<data>/locks`` (created if missing)."""
-        folder = self.data() / "locks"
+        """Return the folder of the per-GPU lock files: ``locks_dir`` when set, else ``<data>/locks`` (created if
+        missing)."""
+        folder = Path(self.locks_dir) if self.locks_dir else self.data() / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import random
+import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -26,6 +27,10 @@ from llem_pipeline.domain.study_limits import ENV_MAX_POINTS, Deadline, StudyLim
 STUDY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_LISTED_POINTS = 20  # a study with no valid point lists this many points' reasons, then a count
 _CHECK_EVERY = 256  # sweep points between two deadline checks
+# A hardware target names a kind of GPU host of a fleet ('h100', 'a100-40gb'); it is part of every
+# measurement key and decides the Celery queue 'gpu-<target>' (docs/fleet.md).
+HARDWARE_TARGET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MAX_HARDWARE_TARGETS = 16
 
 
 class ScheduledRun(BaseModel):
@@ -45,6 +50,9 @@ class StudyPlan(BaseModel):
     skipped: list[SkippedExperiment] = Field(default_factory=list, description="Invalid sweep points and why")
     schedule: list[ScheduledRun] = Field(..., description="Execution order of all repeats")
     gap_seconds: float = Field(..., description="Pause between consecutive experiments, s")
+    hardware: list[str] | None = Field(
+        default=None, description="Hardware targets the study is measured on; None = the host's own target"
+    )
     study_design_hash: str = Field(..., description="SHA-256[:16] of configs, cycles, order, seed and gap")
 
     def config_by_hash(self) -> dict[str, ExperimentConfig]:
@@ -98,6 +106,32 @@ class StudyConfig(BaseModel):
     )
     seed: int | None = Field(default=None, description="Shuffle seed (shuffled order); default derived from the configs")
     gap_seconds: float = Field(default=0.0, ge=0.0, le=86400.0, description="Pause between experiments, s")
+    hardware: list[str] | None = Field(
+        default=None,
+        description="Hardware targets of a fleet to measure every experiment on, e.g. [h100, a100]; "
+        "omitted = the target of the host that runs the study",
+    )
+
+    @field_validator("hardware")
+    @classmethod
+    def _hardware_targets(cls, hardware: list[str] | None) -> list[str] | None:
+        if hardware is None:
+            return None
+        if not hardware:
+            raise ValueError("hardware is an empty list: name at least one target, e.g. [h100], or omit the field")
+        if len(hardware) > MAX_HARDWARE_TARGETS:
+            raise ValueError(f"hardware lists {len(hardware)} targets, over the limit of {MAX_HARDWARE_TARGETS}: "
+                             "split the study")
+        for name in hardware:
+            if not isinstance(name, str) or not HARDWARE_TARGET_PATTERN.match(name):
+                raise ValueError(
+                    f"hardware target {short(name)} is not a target name: use lowercase letters, digits and '-' "
+                    "(at most 32 characters, starting with a letter or digit), e.g. 'h100' or 'a100-40gb'"
+                )
+        if len(set(hardware)) != len(hardware):
+            twice = sorted({h for h in hardware if hardware.count(h) > 1})
+            raise ValueError(f"hardware lists {', '.join(repr(t) for t in twice)} more than once: list each target once")
+        return hardware
 
     @field_validator("sweep")
     @classmethod
@@ -207,11 +241,12 @@ class StudyConfig(BaseModel):
             skipped=skipped,
             schedule=schedule,
             gap_seconds=self.gap_seconds,
+            hardware=self.hardware,
             study_design_hash=design,
         )
 
     def design_hash(self, config_hashes: list[str]) -> str:
-        """SHA-256[:16] over the sorted config hashes, cycles, order, seed and gap (the name is a label, not design)."""
+        """SHA-256[:16] over the sorted config hashes, cycles, order, seed, gap and hardware targets (the name is a label, not design)."""
         payload = {
             "configs": sorted(config_hashes),
             "cycles": self.cycles,
@@ -219,6 +254,8 @@ class StudyConfig(BaseModel):
             "seed": self.seed,
             "gap_seconds": self.gap_seconds,
         }
+        if self.hardware is not None:  # studies without targets keep the hash they always had
+            payload["hardware"] = sorted(self.hardware)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def _schedule(self, hashes: list[str], design: str) -> list[ScheduledRun]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import re
 import signal
 import threading
 import time
@@ -46,13 +47,29 @@ from llem_pipeline.measure.run_folder import (
 EXIT_TIMEOUT = 124
 SIM_IDLE_W = 60.0
 SIM_PEAK_W = 300.0
-# The simulated GPU's product name: its hardware_id is "simulated:sim-gpu:x<count>".
+# The simulated GPU's product name: its hardware_id is "simulated:sim-gpu:x<count>". A fleet host that
+# stands in for another GPU model sets LLEM_SIM_GPU_MODEL (e.g. 'H100-SXM5-80GB' → hardware_id
+# "simulated:H100-SXM5-80GB:x1"): still kind 'simulated', so never pooled with real devices.
 SIM_GPU_NAME = "sim-gpu"
+SIM_MODEL_ENV = "LLEM_SIM_GPU_MODEL"
+_SIM_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
 class WorkerError(RuntimeError):
     """A measurement that could not be made; the message is one line saying why and what to do."""
+
+
+def simulated_model_name() -> str:
+    """Return the simulated GPU's product name: LLEM_SIM_GPU_MODEL when set, else 'sim-gpu'. Raises WorkerError
+    naming the value when it is not a model name."""
+    name = os.environ.get(SIM_MODEL_ENV, "").strip()
+    if not name:
+        return SIM_GPU_NAME
+    if not _SIM_MODEL.match(name):
+        raise WorkerError(f"{SIM_MODEL_ENV}={name[:80]!r} is not a GPU model name: use letters, digits, '.', '_' and "
+                          "'-' (at most 60), e.g. 'H100-SXM5-80GB'")
+    return name
 
 
 class WorkerTimeout(WorkerError):
@@ -117,7 +134,7 @@ def open_devices(kind: str, ids: list[str]) -> list[Any]:
         from llem_pipeline.measure.devices.simulated import ActivityDriven, SimulatedDevice
 
         return [SimulatedDevice(ActivityDriven(SIM_IDLE_W, SIM_PEAK_W), index=int(i), idle_w=SIM_IDLE_W,
-                                name=SIM_GPU_NAME) for i in ids]
+                                name=simulated_model_name()) for i in ids]
     from llem_pipeline.measure.devices.nvml import open_nvml_devices
 
     return open_nvml_devices(ids)

@@ -52,8 +52,9 @@ class PlannedRun:
         return {
             STUDY_TAG: m.study, CYCLE_TAG: str(self.cycle), POSITION_TAG: str(self.position),
             GAP_TAG: f"{self.gap_s:g}", LABEL_TAG: m.label, TARGET_TAG: m.target, CONFIG_TAG: m.config_hash,
-            SIMULATED_TAG: "true" if m.target == "sim" else "false", LAUNCH_TAG: launch,
-            PRIORITY_TAG: str(-self.position),
+            LAUNCH_TAG: launch, PRIORITY_TAG: str(-self.position),
+            # a fleet target ('h100') may be served by real or simulated devices: the measurement says which
+            **({SIMULATED_TAG: "true" if m.target == "sim" else "false"} if m.target in ("sim", "gpu") else {}),
         }
 
     def run_request(self, launch: str) -> dg.RunRequest:
@@ -61,21 +62,34 @@ class PlannedRun:
         return dg.RunRequest(run_key=f"{launch}|{self.position}", partition_key=self.partition, tags=self.tags(launch))
 
 
-def planned_runs(plan: StudyPlan, run_date: str, target: str) -> list[PlannedRun]:
-    """Return every run of ``plan`` on ``target`` for ``run_date``, in the study's order (cycles × configs).
+def study_targets(plan: StudyPlan, host_target: str) -> list[str]:
+    """Return the hardware targets ``plan`` is measured on: the study's ``hardware`` list, else ``host_target``
+    (the target of this host's devices, 'sim' or 'gpu')."""
+    return list(plan.hardware) if plan.hardware else [host_target]
 
-    The first run has no gap; each later run waits the study's ``gap_seconds`` after the GPU's previous
-    measurement.
+
+def planned_runs(plan: StudyPlan, run_date: str, target: str) -> list[PlannedRun]:
+    """Return every run of ``plan`` for ``run_date``, in the study's order (cycles × configs), on each of its
+    hardware targets (``study_targets``; ``target`` is the host's own target, used when the study names none).
+
+    Each schedule entry runs once per target, the targets side by side (positions s×T … s×T+T-1), so every
+    target's hosts get work from the start. A target's first run has no gap; each later one waits the
+    study's ``gap_seconds`` after its GPU's previous measurement.
     """
-    keys = dict(zip(plan.config_hashes, study_measurement_keys(plan.name, plan.experiments, plan.config_hashes, target),
-                    strict=True))
+    targets = study_targets(plan, target)
+    keys = {t: dict(zip(plan.config_hashes,
+                        study_measurement_keys(plan.name, plan.experiments, plan.config_hashes, t), strict=True))
+            for t in targets}
     return [
-        PlannedRun(position=s.position, cycle=s.cycle, run_date=run_date, measurement=keys[s.config_hash],
-                   gap_s=plan.gap_seconds if s.position > 0 else 0.0)
+        PlannedRun(position=s.position * len(targets) + i, cycle=s.cycle, run_date=run_date,
+                   measurement=keys[t][s.config_hash], gap_s=plan.gap_seconds if s.position > 0 else 0.0)
         for s in plan.schedule
+        for i, t in enumerate(targets)
     ]
 
 
 def measurement_keys(plan: StudyPlan, target: str) -> list[str]:
-    """Return the measurement partition keys of ``plan``'s configs on ``target`` (one per config)."""
-    return [k.key for k in study_measurement_keys(plan.name, plan.experiments, plan.config_hashes, target)]
+    """Return the measurement partition keys of ``plan``'s configs on each of its hardware targets
+    (``study_targets``; ``target`` is the host's own target)."""
+    return [k.key for t in study_targets(plan, target)
+            for k in study_measurement_keys(plan.name, plan.experiments, plan.config_hashes, t)]

@@ -17,7 +17,7 @@ from llem_pipeline.defs.experiments.registry import (
     scan_report_lines,
     scan_studies,
 )
-from llem_pipeline.defs.measurements.devices import target_name
+from llem_pipeline.defs.measurements.devices import host_target
 from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocator
 from llem_pipeline.defs.settings import LlemPaths, LlemStore
 
@@ -55,7 +55,7 @@ def study_registry(context: dg.SensorEvaluationContext, llem_store: LlemStore, l
         context.log.warning(f"invalid study file {name} (skipped): {message}")
     invalid = f" Invalid study files (skipped): {problems}" if problems else ""
     skipped = f" {scan.skipped_count()} sweep point(s) skipped (see the tick's log)." if scan.skipped_count() else ""
-    target = target_name(gpu_allocator.devices)
+    target = host_target(gpu_allocator.devices, gpu_allocator.target)
     known = set(context.instance.get_dynamic_partitions(MEASUREMENTS_PARTITIONS_NAME))
     wanted = {k for plan in scan.plans.values() for k in measurement_keys(plan, target)}
     cursor = f"{scan.fingerprint}:{target}"

@@ -29,14 +29,16 @@ from llem_pipeline.defs.experiments.partitions import (
     split_partition_key,
 )
 from llem_pipeline.defs.experiments.registry import resolve_config
-from llem_pipeline.defs.measurements.devices import DeviceSpecError, target_name
+from llem_pipeline.defs.measurements.devices import DeviceSpecError, host_target
 from llem_pipeline.defs.measurements.gpu_allocator import GpuAllocationError, GpuAllocator
+from llem_pipeline.defs.measurements.guard import KILLED_PREFIX
 from llem_pipeline.defs.measurements.io_manager import BASELINE, ENVIRONMENT, RAW
 from llem_pipeline.defs.measurements.worker import MeasurementWorker, worker_error
 from llem_pipeline.defs.settings import LlemPaths
 from llem_pipeline.domain.errors import ConfigError
 from llem_pipeline.domain.identity import hardware_id
 from llem_pipeline.measure.run_folder import RunFolder, RunFolderError, run_folder_path
+from llem_pipeline.measure.run_store import upload_run_folder
 
 
 def _out(description: str, kinds: set[str]) -> dg.AssetOut:
@@ -95,6 +97,7 @@ def _gap_s(context: dg.AssetExecutionContext) -> float:
     partitions_def=measurement_partitions,
     pool=GPU_POOL,
     op_tags=GPU_OP_TAG,
+    retry_policy=dg.RetryPolicy(max_retries=1),
     description="GPU step: measure one experiment config on exclusively held GPU(s) with the worker command.",
 )
 def gpu_measurement(
@@ -108,13 +111,14 @@ def gpu_measurement(
     run_date, key = require_partition(context)
     try:
         config = resolve_config(key.config_hash, llem_paths.studies(), llem_paths.data())
-        serves = target_name(gpu_allocator.devices)
+        serves = host_target(gpu_allocator.devices, gpu_allocator.target)
     except (ConfigError, DeviceSpecError) as err:
         raise _fail(str(err), config_hash=key.config_hash) from None
     if key.target != serves:
         raise _fail(
             f"partition {key.key} is for hardware target {key.target!r}, but this code location's devices "
-            f"(LLEM_DEVICES={gpu_allocator.devices!r}) serve target {serves!r}: measure it where that target runs"
+            f"(LLEM_DEVICES={gpu_allocator.devices!r}, LLEM_TARGET={gpu_allocator.target!r}) serve target {serves!r}: "
+            "measure it where that target runs (in a fleet: a worker of queue 'gpu-<target>')"
         )
     run_id = context.run.run_id
     out_dir = run_folder_path(llem_paths.runs(), run_date, key.config_hash, run_id)
@@ -137,12 +141,16 @@ def gpu_measurement(
                     invocation = pipes_subprocess_client.run(
                         command=command,
                         context=context,
-                        env={"CUDA_VISIBLE_DEVICES": lease.cuda_visible_devices},
+                        env={"CUDA_VISIBLE_DEVICES": lease.cuda_visible_devices, **measurement_worker.env()},
                         extras={"run_date": run_date, "config_hash": key.config_hash, "devices": lease.worker_devices},
                     )
                 except Exception as err:  # the Pipes client's error only says "failed with code N"
                     reason = worker_error(stderr_log) or f"{type(err).__name__}: {err}"
-                    raise _fail(f"the measurement worker failed: {reason}", command=" ".join(command)) from None
+                    # a worker killed from outside (host trouble, OOM killer) is retried once by the retry
+                    # policy, on any worker of the same target; every other failure is final (GPU hours)
+                    raise dg.Failure(description=f"the measurement worker failed: {reason}",
+                                     metadata={"command": " ".join(command)},
+                                     allow_retries=reason.startswith(KILLED_PREFIX)) from None
                 finally:
                     # logged while the lease is still held: the next holder's "GPU lease:" line comes after it
                     context.log.info(f"GPU lease ends: devices={lease.worker_devices!r} for {key.label} ({run_date})")
@@ -152,6 +160,12 @@ def gpu_measurement(
         folder = RunFolder.open(llem_paths.runs(), run_date, key.config_hash, run_id)
     except RunFolderError as err:
         raise _fail(f"the worker exited 0 but its run folder is not valid: {err}") from None
+    if llem_paths.run_store:  # the storage host fetches it from there (verified against the manifest)
+        try:
+            remote = upload_run_folder(folder.path, llem_paths.run_store, run_date, key.config_hash, run_id)
+        except (OSError, RunFolderError) as err:
+            raise _fail(f"the run folder could not be published to the run store {llem_paths.run_store}: {err}") from None
+        context.log.info(f"run folder published to {remote}")
     reported = {}
     for result in invocation.get_results():
         if isinstance(result, dg.MaterializeResult) and result.metadata:

@@ -85,3 +85,19 @@ def target_name(spec: str | None) -> str:
     are different partitions (and different rows in DuckDB: see domain.identity.hardware_id).
     """
     return "sim" if (spec or "").strip() == SIMULATED else "gpu"
+
+
+TARGET_ENV = "LLEM_TARGET"
+_TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def host_target(spec: str | None, target: str | None = None) -> str:
+    """Return the hardware target this host serves: ``target`` (LLEM_TARGET, a fleet host's target such as
+    'h100') when given, else ``target_name(spec)``. Raises DeviceSpecError naming a malformed target."""
+    name = (target or "").strip()
+    if not name:
+        return target_name(spec)
+    if not _TARGET_NAME.match(name):
+        raise DeviceSpecError(f"{TARGET_ENV}={name[:40]!r} is not a hardware target name: use lowercase letters, "
+                              "digits and '-' (at most 32), the same names as a study's `hardware:` list")
+    return name

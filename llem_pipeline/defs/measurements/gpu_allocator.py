@@ -110,6 +110,8 @@ class GpuAllocator(dg.ConfigurableResource):
     """
 
     devices: str = Field(description="'auto' | 'simulated' | comma list of GPU indices or UUIDs (LLEM_DEVICES)")
+    target: str = Field(default="", description="Hardware target this host serves (LLEM_TARGET, e.g. 'h100'); "
+                        "'' = 'sim' for the simulated GPU, 'gpu' otherwise")
     lock_dir: str = Field(default="", description="Folder of the lock files; '' = <data_dir>/locks")
     wait_timeout_s: float = Field(default=6 * 3600.0, gt=0, description="Longest wait for free GPUs, s")
     poll_interval_s: float = Field(default=0.05, gt=0, description="Pause between lock attempts, s")

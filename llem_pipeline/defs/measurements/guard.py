@@ -8,7 +8,8 @@ measurement, which the GPU step pays with the GPU held.)
 Runs CMD in its own process group, copies its stderr to our stderr and to FILE (so the caller can
 quote the worker's one-line error), forwards SIGINT/SIGTERM to the whole group, and when CMD outlives
 ``--timeout`` seconds sends SIGTERM to the group, then SIGKILL after ``--grace`` seconds, and exits 124.
-Otherwise exits with CMD's exit code. Imports nothing from Dagster (it runs as a plain subprocess).
+When CMD dies of a signal the guard did not send, it writes one line saying so (KILLED_PREFIX) and exits
+128 + the signal number. Otherwise exits with CMD's exit code. Imports nothing from Dagster (it runs as a plain subprocess).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 from pathlib import Path
 
 TIMEOUT_EXIT = 124
+# The line the guard writes when the worker died of a signal it did not send; the GPU step retries those.
+KILLED_PREFIX = "llem-guard: the worker was killed by signal"
 
 
 def _copy_stderr(stream, log_path: Path) -> None:
@@ -74,7 +77,17 @@ def run_guarded(command: list[str], timeout_s: float, grace_s: float, stderr_log
     exited.set()
     timer.cancel()
     copier.join(timeout=5)
-    return TIMEOUT_EXIT if timed_out.is_set() else proc.returncode
+    if timed_out.is_set():
+        return TIMEOUT_EXIT
+    if proc.returncode < 0:  # killed by a signal nobody here sent (OOM killer, an operator, a host going down)
+        name = signal.Signals(-proc.returncode).name
+        message = (f"{KILLED_PREFIX} {name} mid-measurement; its results were not published (no run folder), "
+                   "the measurement can be repeated\n")
+        sys.stderr.write(message)
+        with open(stderr_log, "a", encoding="utf-8") as log:
+            log.write(message)
+        return 128 - proc.returncode
+    return proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

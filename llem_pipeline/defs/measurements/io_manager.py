@@ -29,6 +29,7 @@ class RunFolderIOManager(dg.ConfigurableIOManager):
 
     def _folder(self, partition_key: Any, run_id: str) -> RunFolder:
         run_date, measurement = split_partition_key(partition_key)
+        self.paths.run_folder(run_date, measurement.config_hash, run_id)  # fetched from the run store if configured
         return RunFolder.open(self.paths.runs(), run_date, measurement.config_hash, run_id)
 
     def _materialising_run(self, context: dg.InputContext, upstream: dg.OutputContext) -> str:
@@ -40,7 +41,7 @@ class RunFolderIOManager(dg.ConfigurableIOManager):
             run_id = upstream.run_id
         except dg.DagsterInvariantViolationError:
             run_id = None
-        if run_id and run_folder_path(self.paths.runs(), run_date, measurement.config_hash, run_id).is_dir():
+        if run_id and self._present(run_date, measurement.config_hash, run_id):
             return run_id
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=upstream.asset_key, asset_partitions=[str(context.asset_partition_key)]),
@@ -52,6 +53,13 @@ class RunFolderIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_partition_key}: run the GPU step (gpu_measurement) for this partition first"
             )
         return records[0].run_id
+
+    def _present(self, run_date: str, config_hash: str, run_id: str) -> bool:
+        """Return True when the run folder is here, or was fetched complete from the configured run store."""
+        try:
+            return self.paths.run_folder(run_date, config_hash, run_id).is_dir()
+        except RunFolderError:
+            return False
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         """Check that this run's folder holds the output (the worker wrote it); record its path as metadata."""

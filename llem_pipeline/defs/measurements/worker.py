@@ -27,10 +27,18 @@ class MeasurementWorker(dg.ConfigurableResource):
     )
     kill_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM → SIGKILL grace of the guard, s")
     use_baseline_cache: bool = Field(default=True, description="Reuse idle power per GPU UUID within its TTL")
+    simulated_model: str = Field(
+        default="", description="Product name of the simulated GPU on this host (LLEM_SIM_GPU_MODEL, e.g. "
+        "'H100-SXM5-80GB'; hardware_id 'simulated:<model>:x1'); '' = 'sim-gpu'",
+    )
     sampler: str = Field(
         default="auto", pattern="^(auto|process|thread)$",
         description="Where the power sampler runs: 'process' (its own process), 'thread', or 'auto' (LLEM_SAMPLER)",
     )
+
+    def env(self) -> dict[str, str]:
+        """Return the environment variables the worker command needs besides the GPU pinning."""
+        return {"LLEM_SIM_GPU_MODEL": self.simulated_model} if self.simulated_model else {}
 
     def interpreter(self) -> str:
         """Return the Python executable that runs the worker."""

@@ -4,7 +4,13 @@ import dagster as dg
 import pyarrow as pa
 
 from llem_pipeline.defs.charts import embed_png, j_per_token_png, pareto_png, save_png
-from llem_pipeline.defs.constants import ASSET_GROUP, DUCKDB_IO_MANAGER, OWNERS, RESULTS_CODE_VERSION
+from llem_pipeline.defs.constants import (
+    ASSET_GROUP,
+    DUCKDB_IO_MANAGER,
+    OWNERS,
+    RESULTS_CODE_VERSION,
+    STORAGE_OP_TAG,
+)
 from llem_pipeline.defs.reports.efficiency import chart_rows, efficiency_table
 from llem_pipeline.defs.reports.energy import PHASE_COLUMNS, TARGET_COLUMNS, pareto_series, table
 from llem_pipeline.defs.settings import LlemPaths, LlemStore
@@ -17,6 +23,7 @@ from llem_pipeline.storage.io_manager import RESULTS
     owners=OWNERS,
     kinds={"duckdb", "sql"},
     code_version=RESULTS_CODE_VERSION,
+    op_tags=STORAGE_OP_TAG,
     description=(
         "The efficiency view over every stored run (J per output token with its 95 % CI, tok/s, W, TTFT) per "
         "model × backend × setting × hardware × workload, as a table and a chart across the swept setting; energy "

@@ -19,6 +19,7 @@ from llem_pipeline.defs.constants import (
     DUCKDB_IO_MANAGER,
     OWNERS,
     RESULTS_CODE_VERSION,
+    STORAGE_OP_TAG,
     STORE_STEP_KEY,
     STUDY_TAG,
 )
@@ -82,6 +83,7 @@ def _out(description: str, kinds: set[str]) -> dg.AssetOut:
     },
     check_specs=CHECK_SPECS,
     partitions_def=measurement_partitions,
+    op_tags=STORAGE_OP_TAG,
     description="CPU step: the run folder's result, power samples and requests into DuckDB in one transaction; "
     "then the quality checks.",
 )

@@ -65,3 +65,21 @@ def test_storing_an_output_checks_the_folder_exists(setup) -> None:
                                       asset_partitions_def=measurement_partitions, instance=instance)
     with pytest.raises(RunFolderError, match="does not exist"):
         manager.handle_output(missing, None)
+
+
+def test_the_storage_host_fetches_the_folder_from_the_run_store_verified(measured_run_folder: Path, tmp_path: Path):
+    """GPU host and storage host have their own runs roots; the folder travels through a pyarrow.fs URL."""
+    from llem_pipeline.measure.run_store import upload_run_folder
+
+    h = measured_run_folder.parent.name
+    store = (tmp_path / "store").as_uri()
+    upload_run_folder(measured_run_folder, store, MEASURED_DATE, h, MEASURED_RUN_ID)
+    key = partition_key(MEASURED_DATE, MeasurementKey(study="t", swept="", target="sim", config_hash=h))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("llem_measurements", [key.keys_by_dimension["measurement"]])
+    storage_runs = tmp_path / "storage-host" / "runs"
+    manager = RunFolderIOManager(paths=LlemPaths(data_dir=str(tmp_path / "data"), runs_dir=str(storage_runs),
+                                                 run_store=store))
+    folder = manager.load_input(_input("raw_process_results", key, instance))
+    assert folder.path == run_folder_path(storage_runs, MEASURED_DATE, h, MEASURED_RUN_ID)
+    assert folder.run_id == MEASURED_RUN_ID and folder.request_records
