@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ DEFAULT_COUNTER_PERIOD_S = 0.1
 DISAGREEMENT_THRESHOLD = 0.05
 _QUANTUM_J = 0.001  # the counter's 1 mJ resolution
 READ_RETRIES = 3  # a failed boundary read is retried this many times before the error propagates
+AVERAGE_WINDOW_S = 1.0  # nvmlDeviceGetPowerUsage averages power over the last second (Ampere and newer)
+UNCERTAIN_FRACTION = 0.005  # a window whose ± exceeds 0.5 % of its energy is flagged 'energy_uncertain'
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,30 @@ class WindowStart:
     pending: Any = None  # the sampler process's polls of this start (``PendingPolls``), when it polls
 
 
+@dataclass(frozen=True)
+class WindowEvidence:
+    """Everything observed around a window, from which ``estimate_window`` computes any sub-window.
+
+    ``samples``: the sampler's rows; ``polls``: the dense boundary polls (both ends); ``counter_timing``
+    and ``counter_modulus_mj`` per device; ``device_kinds`` ('nvml'/'simulated'/'replay');
+    ``power_limit_w`` per device, W (bounds the energy of spans nothing observed, e.g. a counter reset
+    between the two boundaries without a sampler); ``start_mono_s``/``start_utc`` map monotonic s to UTC.
+    """
+
+    samples: Samples
+    polls: Samples | None
+    counter_timing: tuple[CounterTiming | None, ...]
+    counter_modulus_mj: tuple[float | None, ...]
+    device_kinds: tuple[str, ...]
+    interval_s: float | None
+    sampler_error: str | None
+    boundary_correction: bool
+    n_devices: int
+    power_limit_w: tuple[float | None, ...]
+    start_mono_s: float
+    start_utc: datetime
+
+
 @dataclass
 class WindowEnergy:
     """Energy of one window. Energies in J, times in s (monotonic) and aware UTC datetimes.
@@ -110,6 +137,19 @@ class WindowEnergy:
     device_uuids: tuple[str, ...] = ()
     uncertainty_per_device_j: list[float] = field(default_factory=list)
     counter_energy_per_device_j: list[float | None] = field(default_factory=list)
+    evidence: WindowEvidence | None = field(default=None, repr=False)
+
+    @property
+    def energy_j(self) -> float:
+        """Returns the window's energy, J (summed over devices): the number that is stored."""
+        return self.total_energy_j
+
+    def over(self, t0_s: float, t1_s: float) -> WindowEnergy:
+        """Returns the energy of the sub-window [t0_s, t1_s] (monotonic s) from this window's evidence, by the
+        same function (``estimate_window``); raises ValueError when the window carries no evidence."""
+        if self.evidence is None:
+            raise ValueError("WindowEnergy.over: this window carries no evidence; use EnergyMonitor.end_window()")
+        return estimate_window(self.evidence, t0_s, t1_s)
 
 
 # -- small numeric helpers ------------------------------------------------------------------------
@@ -310,12 +350,19 @@ def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing
 
 
 def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus: float | None,
-              trace: _Trace, period: float) -> tuple[float, float, int, float]:
+              trace: _Trace, period: float, power_limit_w: float | None = None,
+              max_gap_s: float = math.inf) -> tuple[float, float, int, float]:
     """Sums counter increments from anchor a0 to a1 through every observation between them; returns
     (energy J, bridged J, resets, extra uncertainty J).
 
-    Backward steps are unwrapped with ``modulus`` when given; otherwise (a reset) the gap between the two
-    observations is bridged with the trace integral.
+    Backward steps are unwrapped with ``modulus`` when given; otherwise (a reset) the energy between the
+    edges behind the two observations is unknown to the counter. When the power trace observed that gap
+    (points no further apart than ``max_gap_s``) it bridges it, ± the peak power over one counter period
+    (the edges' offsets from the observations) plus the trace's whole power range over half its largest
+    gap. When nothing observed the gap, the counter after the reset still gives a lower bound (the energy
+    since the reset, ``value``), and ``power_limit_w`` × (gap + one period) the most that can have
+    been lost before it: the estimate is the middle of that interval, ± half of it (infinite without a
+    power limit).
     """
     sign = 1.0
     if a1.t_obs < a0.t_obs:
@@ -333,12 +380,66 @@ def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus:
             total_mj += float(d[k]) + float(modulus)
             continue
         a, b = float(ts[k]), float(ts[k + 1])
-        gap = trace.integral(a, b)
-        bridged += gap
         resets += 1
-        pmax, _, _ = trace.span_stats(a, b)
-        extra += pmax * period
+        pmax, _, widest = trace.span_stats(a, b)
+        if len(trace) >= 2 and widest <= max_gap_s:
+            bridged += trace.integral(a, b)
+            extra += pmax * period + 0.5 * trace.power_range() * widest
+            continue
+        low = float(vs[k + 1]) / 1000.0
+        if power_limit_w is None or not math.isfinite(power_limit_w):
+            bridged += low
+            extra = math.inf
+            continue
+        span = 0.5 * power_limit_w * (b - a + period)
+        bridged += low + span
+        extra += span
     return sign * (total_mj / 1000.0 + bridged), bridged, resets, extra
+
+
+def _averaged_energy(m: Samples, t0: float, t1: float, trace: _Trace) -> tuple[float, float] | None:
+    """Returns (energy J, ± J) of [t0, t1] from the sensor's 1 s averaged power, or None without such reads.
+
+    ``AVERAGE_WINDOW_S`` × P̄(τ) is the exact energy of [τ − 1 s, τ], so whole seconds ending at ``t1`` are
+    a chain of averaged reads, P̄ at each link end interpolated between the reads around it: P̄ changes
+    by at most (power range)/1 s per second, so a read interpolated between reads at ``a`` and ``b`` is
+    off by at most 2·range·(τ − a)(b − τ)/(b − a) W, ``range`` being the instant power's range over
+    [a − 1 s, b]. The remainder (less than a second, at the start, where the window's start polls read
+    instant power densely) is the instant trace's integral, ± its power range over half its largest gap
+    (plus the peak power over any part no point covers). ``m``: the device's rows (samples and polls);
+    ``trace``: its instant power.
+    """
+    ok = np.isfinite(m["power_avg_w"])
+    if not ok.any() or len(trace) == 0:
+        return None
+    order = np.argsort(m["t_mono_s"][ok], kind="stable")
+    at = m["t_mono_s"][ok][order]
+    ap = m["power_avg_w"][ok][order].astype(np.float64)
+    span = AVERAGE_WINDOW_S
+    n = math.floor((t1 - t0) / span + 1e-9)
+    energy = unc = 0.0
+    for k in range(n):
+        tau = t1 - k * span
+        j = int(np.searchsorted(at, tau))
+        if 0 < j < len(at) and at[j] > at[j - 1]:
+            a, b = float(at[j - 1]), float(at[j])
+            w = (tau - a) / (b - a)
+            pbar = ap[j - 1] + w * (ap[j] - ap[j - 1])
+            _, prange, _ = trace.span_stats(a - span, b)
+            err_w = 2.0 * prange / span * (tau - a) * (b - tau) / (b - a)
+        else:  # beyond the reads (or on one): the nearest read, off by at most range/1 s per second away
+            idx = min(j, len(at) - 1)
+            pbar = float(ap[idx])
+            _, prange, _ = trace.span_stats(min(tau, float(at[idx])) - span, max(tau, float(at[idx])))
+            err_w = prange / span * abs(tau - float(at[idx]))
+        energy += span * pbar
+        unc += span * err_w
+    rest = (t1 - t0) - n * span
+    if rest > 0:
+        energy += trace.integral(t0, t0 + rest)
+        _, prange, gap = trace.span_stats(t0, t0 + rest)
+        unc += 0.5 * max(prange, trace.power_range()) * gap + trace.max_power() * trace.extrapolated_s(t0, t0 + rest)
+    return energy, unc
 
 
 def _utc_offset_s(samples: Samples) -> float:
@@ -364,6 +465,7 @@ def window_energy(
     n_devices: int | None = None,
     start_utc: datetime | None = None,
     end_utc: datetime | None = None,
+    power_limit_w: Sequence[float | None] | None = None,
 ) -> WindowEnergy:
     """Returns the energy of the window [t0_s, t1_s] (monotonic s) from recorded samples.
 
@@ -374,6 +476,9 @@ def window_energy(
     device, for ``method``. ``interval_s``: the sampling interval, for the too-few-samples check.
     ``sampler_error``: the sampler's error message, if it stopped early. ``boundary_correction=False``
     gives the plain counter delta between the readings nearest the boundaries (what Zeus/CodeCarbon do).
+    ``power_limit_w``: per device, W; bounds a counter reset that nothing observed. Without a counter
+    the energy is the chain of 1 s averaged power reads plus the instant trace over the remainder
+    (``_averaged_energy``), else the instant trace's integral. See docs/methodology-energy.md.
     """
     if t1_s < t0_s:
         raise ValueError(f"window_energy: t1_s={t1_s} is before t0_s={t0_s}; give t0_s <= t1_s (monotonic s)")
@@ -428,6 +533,11 @@ def window_energy(
         if a0 is None or a1 is None:
             no_counter.append(i)
             counter_per_dev.append(None)
+            averaged = _averaged_energy(m_i, t0_s, t1_s, trace_all) if boundary_correction else None
+            if averaged is not None:
+                per_dev.append(averaged[0])
+                unc_per_dev.append(averaged[1])
+                continue
             e = trace_j if trace_j is not None else 0.0
             per_dev.append(e)
             if trace_j is not None:
@@ -436,12 +546,16 @@ def window_energy(
             else:
                 unc_per_dev.append(math.inf if duration > 0 else 0.0)
             continue
-        chain_j, _bridged, resets, extra_unc = _chain_mj(ct, cv, a0, a1, moduli[i], trace_all, p)
+        limit = power_limit_w[i] if power_limit_w is not None and i < len(power_limit_w) else None
+        chain_j, _bridged, resets, extra_unc = _chain_mj(ct, cv, a0, a1, moduli[i], trace_all, p, limit,
+                                                         max_gap_s=3.0 * (interval_s or p))
         if resets:
             resets_total += resets
             warnings.append(make_warning(
                 "counter_reset",
-                f"device {i}: energy counter went backwards {resets} time(s); the power trace bridges the gap"))
+                f"device {i}: energy counter went backwards {resets} time(s); the power trace bridges the gap"
+                + ("" if math.isfinite(extra_unc) else " where it observed it; nothing observed the rest and no "
+                   "power limit bounds it: the energy of this window is unknown (± inf)")))
         e_counter = chain_j
         unc = extra_unc + 2 * _QUANTUM_J
         for a, t in ((a0, t0_s), (a1, t1_s)):
@@ -473,7 +587,9 @@ def window_energy(
                 f"counter {counter_total:.3f} J vs trace {trace_total:.3f} J ({agreement * 100:.1f} %)"))
     if no_counter:
         warnings.append(make_warning(
-            "energy_counter_unsupported", f"device(s) {no_counter}: energy is the integral of sampled power"))
+            "energy_counter_unsupported",
+            f"device(s) {no_counter}: energy from the 1 s averaged power (whole seconds) and the instant power "
+            "(the remainder), or the integral of sampled power where no averaged power was read"))
     kinds = set(device_kinds or ())
     if kinds and kinds <= {"simulated"}:
         method = "simulated"
@@ -509,6 +625,53 @@ def window_energy(
     )
 
 
+def estimate_window(evidence: WindowEvidence, t0_s: float, t1_s: float) -> WindowEnergy:
+    """Returns the energy of [t0_s, t1_s] (monotonic s) from ``evidence`` (``window_energy`` on all of it:
+    sampler rows, dense boundary polls, counter timing); the result carries the evidence. This is the one
+    computation behind every stored window energy (docs/methodology-energy.md)."""
+    ev = evidence
+    result = window_energy(
+        ev.samples, t0_s, t1_s, polls=ev.polls, counter_timing=list(ev.counter_timing),
+        counter_modulus_mj=list(ev.counter_modulus_mj), device_kinds=list(ev.device_kinds),
+        interval_s=ev.interval_s, sampler_error=ev.sampler_error, boundary_correction=ev.boundary_correction,
+        n_devices=ev.n_devices, power_limit_w=list(ev.power_limit_w),
+        start_utc=ev.start_utc + timedelta(seconds=t0_s - ev.start_mono_s),
+        end_utc=ev.start_utc + timedelta(seconds=t1_s - ev.start_mono_s),
+    )
+    result.evidence = ev
+    return result
+
+
+class _ThreadPolls:
+    """A window start's dense polls running in a background thread; ``result()`` waits for them and returns
+    ``poll_edges``'s (boundary time s, reads per device), or raises what the polls raised."""
+
+    def __init__(self, monitor: EnergyMonitor, kwargs: dict[str, Any]) -> None:
+        self._out: tuple[float, dict[int, list[tuple[float, ...]]]] | None = None
+        self._err: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(monitor, kwargs), name="llem-start-polls",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, monitor: EnergyMonitor, kwargs: dict[str, Any]) -> None:
+        try:
+            self._out = monitor.poll_edges(**kwargs)
+        except BaseException as exc:  # handed to result()
+            self._err = exc
+
+    def done(self) -> bool:
+        """Returns True once the polls finished."""
+        return not self._thread.is_alive()
+
+    def result(self) -> tuple[float, dict[int, list[tuple[float, ...]]]]:
+        """Waits for the polls; returns (boundary time s, reads per device)."""
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        assert self._out is not None
+        return self._out
+
+
 # -- live windows -----------------------------------------------------------------------------------
 class EnergyMonitor:
     """Zeus-like begin/end windows over devices, with the boundary correction done live.
@@ -532,8 +695,11 @@ class EnergyMonitor:
         edge_timeout_s: float = 0.35,
         boundary_correction: bool = True,
         counter_modulus_mj: Sequence[float | None] | None = None,
+        start_polls: str = "auto",
         calibrate: bool = True,
     ) -> None:
+        if start_polls not in ("auto", "background", "inline"):
+            raise ValueError(f"EnergyMonitor: start_polls={start_polls!r} must be 'auto', 'background' or 'inline'")
         self.devices = list(devices)
         self.sampler = sampler
         self.clock = clock
@@ -546,14 +712,19 @@ class EnergyMonitor:
         self.counter_timing: list[CounterTiming | None] = [None] * len(self.devices)
         self._period_rel_err: list[float] = [0.05] * len(self.devices)
         self._calibrate = calibrate
+        # 'auto': background on the real clock; inline with an injected clock (time passes only when polled)
+        self.start_polls = start_polls if start_polls != "auto" else (
+            "background" if clock is time.perf_counter else "inline")
         self.uuids = tuple(d.uuid for d in self.devices)
         self.poll_count = 0
         self.read_errors = 0  # boundary reads that failed and were retried
         self.last_polls: Samples | None = None  # the boundary polls of the last completed window (both ends)
 
     # -- polling --------------------------------------------------------------------------------
-    def _read(self, i: int) -> tuple[float, float, float, float]:
-        """Returns (t_energy s, energy mJ, t_power s, power W); each time is the midpoint of its own read.
+    def _read(self, i: int) -> tuple[float, float, float, float, float]:
+        """Returns (t_energy s, energy mJ, t_power s, power W, averaged power W); each time is the midpoint of
+        its own read. The 1 s averaged power is read (right after the instant power, at about the same
+        time) only on devices without an energy counter; NaN otherwise.
 
         A failed read (a transient NVMLError) is retried after ``poll_interval_s``, at most
         ``READ_RETRIES`` times (counted in ``read_errors``); an error that persists (a lost GPU) propagates.
@@ -566,6 +737,7 @@ class EnergyMonitor:
                 tm = self.clock()
                 p = d.power_w()
                 tb = self.clock()
+                avg = d.average_power_w() if e is None and hasattr(d, "average_power_w") else None
                 break
             except Exception:
                 if attempt == READ_RETRIES:
@@ -574,22 +746,31 @@ class EnergyMonitor:
                 self.sleep(self.poll_interval_s)
         self.poll_count += 1
         return (0.5 * (ta + tm), math.nan if e is None else float(e),
-                0.5 * (tm + tb), math.nan if p is None else float(p))
+                0.5 * (tm + tb), math.nan if p is None else float(p), math.nan if avg is None else float(avg))
 
-    def poll_edges(self, until_edges: int, timeout_s: float,
-                   min_s: float = 0.0) -> tuple[float, dict[int, list[tuple[float, float, float, float]]]]:
+    def poll_edges(self, until_edges: int, timeout_s: float, min_s: float = 0.0,
+                   power_span_s: float = 0.0) -> tuple[float, dict[int, list[tuple[float, ...]]]]:
         """Reads all devices now, then polls each until its counter changed ``until_edges`` times and at
-        least ``min_s`` s passed (at most ``timeout_s`` s); returns (boundary time s, reads per device)."""
+        least ``min_s`` s passed (at most ``timeout_s`` s); devices without a counter are polled (instant
+        and averaged power) for ``power_span_s`` s. Returns (boundary time s, reads per device, see
+        ``_read``)."""
         t_boundary = self.clock()
-        rows: dict[int, list[tuple[float, float, float, float]]] = {i: [self._read(i)] for i in range(len(self.devices))}
+        rows: dict[int, list[tuple[float, ...]]] = {i: [self._read(i)] for i in range(len(self.devices))}
         changes = {i: 0 for i in rows}
         counting = {i for i in rows if math.isfinite(rows[i][0][1])}
+        power_only = set(rows) - counting
         pending = set(counting)
         if not self.boundary_correction:
             return t_boundary, rows
-        while (elapsed := self.clock() - t_boundary) < timeout_s and (pending or (counting and elapsed < min_s)):
+        while ((elapsed := self.clock() - t_boundary) < max(timeout_s, power_span_s)
+               and ((elapsed < timeout_s and (pending or (counting and elapsed < min_s)))
+                    or (power_only and elapsed < power_span_s))):
             self.sleep(self.poll_interval_s)
-            for i in sorted(counting if self.clock() - t_boundary < min_s else pending):
+            now = self.clock() - t_boundary
+            due = set(counting if now < min_s else pending) if now < timeout_s else set()
+            if now < power_span_s:
+                due |= power_only
+            for i in sorted(due):
                 r = self._read(i)
                 if r[1] != rows[i][-1][1]:
                     changes[i] += 1
@@ -599,21 +780,25 @@ class EnergyMonitor:
         return t_boundary, rows
 
     @staticmethod
-    def _rows_to_samples(rows: dict[int, list[tuple[float, float, float, float]]], uuids: tuple[str, ...]) -> Samples:
-        """Returns the polls as Samples: one energy-only and one power-only row per poll."""
+    def _rows_to_samples(rows: dict[int, list[tuple[float, ...]]], uuids: tuple[str, ...]) -> Samples:
+        """Returns the polls as Samples: one energy-only and one power-only row (instant and, where read,
+        averaged power) per poll."""
         n = 2 * sum(len(v) for v in rows.values())
         cols = {k: np.full(n, np.nan if dt.kind == "f" else -1, dtype=dt) for k, dt in COLUMNS.items()}
         j = 0
         now_ns = time.time_ns()
         now_mono = time.perf_counter()
         for i, lst in rows.items():
-            for te, e, tp, p in lst:
+            for row in lst:
+                te, e, tp, p = row[:4]
                 for t, col, v in ((te, "energy_mj", e), (tp, "power_w", p)):
                     cols["device_index"][j] = i
                     cols["t_mono_s"][j] = t
                     cols["utc_ns"][j] = now_ns + int((t - now_mono) * 1e9)
                     cols[col][j] = v
                     j += 1
+                if len(row) > 4:
+                    cols["power_avg_w"][j - 1] = row[4]
         order = np.argsort(cols["t_mono_s"], kind="stable")
         return Samples({k: v[order] for k, v in cols.items()}, uuids)
 
@@ -628,9 +813,14 @@ class EnergyMonitor:
         window). Returns the timings per device (None where no steps were seen).
         """
         _, rows = self.poll_edges(until_edges=edges, timeout_s=max_s, min_s=min_s)
+        return self._timing_from_polls(rows)
+
+    def _timing_from_polls(self, rows: dict[int, list[tuple[float, ...]]]) -> list[CounterTiming | None]:
+        """Learns each counter's period and phase from dense polls (see ``calibrate``); returns the timings."""
         for i, lst in rows.items():
             found: list[tuple[float, float]] = []  # (edge mid, half width)
-            for (ta, ea, _, _), (tb, eb, _, _) in itertools.pairwise(lst):
+            for ra, rb in itertools.pairwise(lst):
+                (ta, ea), (tb, eb) = ra[:2], rb[:2]
                 if math.isfinite(ea) and eb != ea:
                     found.append((0.5 * (ta + tb), 0.5 * (tb - ta)))
             if len(found) >= 2:
@@ -649,36 +839,64 @@ class EnergyMonitor:
 
     # -- windows --------------------------------------------------------------------------------
     def begin_window(self) -> WindowStart:
-        """Starts a window now; returns its start state (keep it for ``end_window``).
+        """Starts a window now (the caller's instant is its start) and returns at once; keep the result for
+        ``end_window``.
 
-        With a sampler that polls in its own process (``poll_edges_async``: ``ProcessSampler``) the start's
-        edge polls run there while the caller goes on (the engine starts at once instead of idling up to
-        one counter period); otherwise they run here, before this returns.
+        The start's dense polls (counter and instant power until the counter's next update edge; instant
+        and averaged power for ``AVERAGE_WINDOW_S`` on devices without a counter) run elsewhere while the
+        caller goes on: in the sampler's process when it polls there (``poll_edges_async``), else in a
+        background thread (``start_polls='background'``). ``start_polls='inline'`` polls here before
+        returning (for an injected clock that only advances when someone sleeps). Without boundary
+        correction the start is one read, here.
         """
-        if self._calibrate and self.boundary_correction and all(t is None for t in self.counter_timing):
-            self.calibrate()
         utc = datetime.now(UTC)
-        poll_async = getattr(self.sampler, "poll_edges_async", None) if self.boundary_correction else None
+        t0 = self.clock()
+        kw: dict[str, Any] = {"until_edges": 1, "timeout_s": self.edge_timeout_s,
+                              "power_span_s": 1.05 * AVERAGE_WINDOW_S}
+        if self._calibrate and all(t is None for t in self.counter_timing):
+            # not calibrated yet: the start's polls run long enough to learn the counter's timing too
+            kw.update(until_edges=6, timeout_s=max(1.2, self.edge_timeout_s), min_s=0.5)
+        if not self.boundary_correction:
+            _, rows = self.poll_edges(until_edges=1, timeout_s=0.0)
+            return WindowStart(t0, utc, self._rows_to_samples(rows, self.uuids))
+        poll_async = getattr(self.sampler, "poll_edges_async", None)
         if poll_async is not None:
-            t0 = self.clock()
-            pending = poll_async(until_edges=1, timeout_s=self.edge_timeout_s)
-            return WindowStart(t0, utc, Samples.empty(self.uuids), pending=pending)
-        t0, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s)
+            return WindowStart(t0, utc, Samples.empty(self.uuids), pending=poll_async(**kw))
+        if self.start_polls == "background":
+            return WindowStart(t0, utc, Samples.empty(self.uuids), pending=_ThreadPolls(self, kw))
+        _, rows = self.poll_edges(**kw)
         return WindowStart(t0, utc, self._rows_to_samples(rows, self.uuids))
 
     def _start_polls(self, start: WindowStart) -> Samples:
-        """Returns the start's boundary polls: taken at begin, or collected from the sampler process (none
-        when that failed: the sampler's ``error`` then says why, and the window relies on its rows)."""
+        """Returns the start's boundary polls: taken at begin, or collected from where they ran (none when
+        that failed: the sampler's ``error`` then says why, and the window relies on its rows)."""
         if start.pending is None:
-            return start.polls
-        try:
-            _, rows = start.pending.result()
-        except Exception:
-            return start.polls
-        return self._rows_to_samples(rows, self.uuids)
+            polls = start.polls
+            rows = None
+        else:
+            try:
+                _, rows = start.pending.result()
+            except Exception:
+                return start.polls
+            polls = self._rows_to_samples(rows, self.uuids)
+        if self._calibrate and all(t is None for t in self.counter_timing):
+            self._timing_from_polls(rows if rows is not None else self._samples_to_rows(polls))
+        return polls
+
+    @staticmethod
+    def _samples_to_rows(polls: Samples) -> dict[int, list[tuple[float, ...]]]:
+        """Returns the energy reads of ``polls`` as ``poll_edges`` rows (t, mJ, t, W) per device."""
+        out: dict[int, list[tuple[float, ...]]] = {}
+        ok = np.isfinite(polls["energy_mj"])
+        for i, t, e in zip(polls["device_index"][ok], polls["t_mono_s"][ok], polls["energy_mj"][ok], strict=True):
+            out.setdefault(int(i), []).append((float(t), float(e), float(t), math.nan))
+        return out
 
     def end_window(self, start: WindowStart) -> WindowEnergy:
-        """Ends the window started by ``start``; returns its energy (see WindowEnergy)."""
+        """Ends the window started by ``start`` now; returns its energy (``WindowEnergy``: ``energy_j``,
+        ``uncertainty_j``, ``method`` and the ``evidence`` it came from; ``over(a, b)`` gives any
+        sub-window from the same evidence). Polls until each counter's next update edge (at most
+        ``edge_timeout_s``) before computing."""
         t1, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s)
         polls = _merge(self._start_polls(start), self._rows_to_samples(rows, self.uuids))
         self.last_polls = polls
@@ -691,14 +909,24 @@ class EnergyMonitor:
             interval = None
             error = None
         self._learn_timing(polls, start.t_mono_s, t1)
-        result = window_energy(
-            samples, start.t_mono_s, t1, polls=polls, counter_timing=self.counter_timing,
-            counter_modulus_mj=self.counter_modulus_mj, device_kinds=[d.kind for d in self.devices],
+        evidence = WindowEvidence(
+            samples=samples, polls=polls, counter_timing=tuple(self.counter_timing),
+            counter_modulus_mj=tuple(self.counter_modulus_mj), device_kinds=tuple(d.kind for d in self.devices),
             interval_s=interval, sampler_error=error, boundary_correction=self.boundary_correction,
-            n_devices=len(self.devices), start_utc=start.utc,
-            end_utc=start.utc + timedelta(seconds=t1 - start.t_mono_s),
-        )
-        return result
+            n_devices=len(self.devices), power_limit_w=tuple(self._power_limits()),
+            start_mono_s=start.t_mono_s, start_utc=start.utc)
+        return estimate_window(evidence, start.t_mono_s, t1)
+
+    def _power_limits(self) -> list[float | None]:
+        """Returns each device's enforced power limit, W (None where it cannot be read)."""
+        out: list[float | None] = []
+        for d in self.devices:
+            try:
+                v = d.power_limit_w()
+            except Exception:
+                v = None
+            out.append(None if v is None else float(v))
+        return out
 
     def _learn_timing(self, polls: Samples, t0: float, t1: float) -> None:
         for i in range(len(self.devices)):
