@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -349,17 +351,32 @@ def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing
     return best
 
 
+def _interpolation_bound(trace: _Trace, a: float, b: float) -> float:
+    """Returns the most the trace's integral over [a, b] can be off, J, if power stays within the range the
+    trace saw: per gap between its points, the gap's length × the larger distance from the interpolated
+    mean to that range's ends."""
+    if len(trace) == 0 or b <= a:
+        return 0.0
+    lo_w, hi_w = float(trace.p.min()), float(trace.p.max())
+    inside = trace.t[(trace.t > a) & (trace.t < b)]
+    knots = np.concatenate([[a], inside, [b]])
+    vals = np.interp(knots, trace.t, trace.p)
+    mean = 0.5 * (vals[:-1] + vals[1:])
+    return float(np.sum(np.diff(knots) * np.maximum(hi_w - mean, mean - lo_w)))
+
+
 def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus: float | None,
               trace: _Trace, period: float, power_limit_w: float | None = None,
-              max_gap_s: float = math.inf) -> tuple[float, float, int, float]:
+              max_gap_s: float = math.inf,
+              edge_of: Callable[[int], _Anchor] | None = None) -> tuple[float, float, int, float]:
     """Sums counter increments from anchor a0 to a1 through every observation between them; returns
     (energy J, bridged J, resets, extra uncertainty J).
 
     Backward steps are unwrapped with ``modulus`` when given; otherwise (a reset) the energy between the
-    edges behind the two observations is unknown to the counter. When the power trace observed that gap
-    (points no further apart than ``max_gap_s``) it bridges it, ± the peak power over one counter period
-    (the edges' offsets from the observations) plus the trace's whole power range over half its largest
-    gap. When nothing observed the gap, the counter after the reset still gives a lower bound (the energy
+    update edges behind the two observations (``edge_of``: index in ``ct`` → its edge and ±) is unknown to
+    the counter. When the power trace observed that gap (points no further apart than ``max_gap_s``) it
+    bridges it, ± the peak power × the edges' ± plus the most the trace's interpolation can be off
+    there (``_interpolation_bound``). When nothing observed the gap, the counter after the reset still gives a lower bound (the energy
     since the reset, ``value``), and ``power_limit_w`` × (gap + one period) the most that can have
     been lost before it: the estimate is the middle of that interval, ± half of it (infinite without a
     power limit).
@@ -370,30 +387,43 @@ def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus:
     inside = (ct > a0.t_obs) & (ct < a1.t_obs)
     ts = np.concatenate([[a0.t_obs], ct[inside], [a1.t_obs]])
     vs = np.concatenate([[a0.value], cv[inside], [a1.value]])
-    d = np.diff(vs)
-    total_mj = float(d[d >= 0].sum())
-    bridged = 0.0
+    total_mj = bridged = extra = 0.0
     resets = 0
-    extra = 0.0
-    for k in np.nonzero(d < 0)[0]:
-        if modulus:
-            total_mj += float(d[k]) + float(modulus)
+    k, last = 0, len(vs) - 1
+    while k < last:
+        step = float(vs[k + 1] - vs[k])
+        if step >= 0 or modulus:
+            total_mj += step if step >= 0 else step + float(modulus)
+            k += 1
             continue
-        a, b = float(ts[k]), float(ts[k + 1])
         resets += 1
-        pmax, _, widest = trace.span_stats(a, b)
+        # The counter restarted between k and k + 1. Readings of 0 after it hold no update edge (the reset is
+        # no edge on the counter's grid): bridge to the first reading that counted something since.
+        m = k + 1
+        while m < last and vs[m] <= 0:
+            m += 1
+        a, b = float(ts[k]), float(ts[m])
+        _, _, widest = trace.span_stats(a, b)
         if len(trace) >= 2 and widest <= max_gap_s:
-            bridged += trace.integral(a, b)
-            extra += pmax * period + 0.5 * trace.power_range() * widest
-            continue
-        low = float(vs[k + 1]) / 1000.0
-        if power_limit_w is None or not math.isfinite(power_limit_w):
-            bridged += low
-            extra = math.inf
-            continue
-        span = 0.5 * power_limit_w * (b - a + period)
-        bridged += low + span
-        extra += span
+            if edge_of is not None:
+                ea = a0 if k == 0 else edge_of(int(np.searchsorted(ct, a)))
+                eb = a1 if m == last else edge_of(int(np.searchsorted(ct, b)))
+                bridged += trace.integral(ea.edge_s, eb.edge_s)
+                extra += (trace.max_power() * (ea.half_width_s + eb.half_width_s)
+                          + _interpolation_bound(trace, ea.edge_s, eb.edge_s))
+            else:
+                bridged += trace.integral(a, b)
+                extra += trace.max_power() * period + _interpolation_bound(trace, a, b)
+        else:
+            low = float(vs[m]) / 1000.0
+            if power_limit_w is None or not math.isfinite(power_limit_w):
+                bridged += low
+                extra = math.inf
+            else:
+                span = 0.5 * power_limit_w * (b - a + period)
+                bridged += low + span
+                extra += span
+        k = m
     return sign * (total_mj / 1000.0 + bridged), bridged, resets, extra
 
 
@@ -547,8 +577,16 @@ def window_energy(
                 unc_per_dev.append(math.inf if duration > 0 else 0.0)
             continue
         limit = power_limit_w[i] if power_limit_w is not None and i < len(power_limit_w) else None
+        if timing is not None:
+            p_lo, p_hi = max(timing.period_s - timing.period_err_s, 0.0), timing.period_s + timing.period_err_s
+        else:
+            p_lo, p_hi = 0.0, p
+
+        def edge_of(idx: int, ct=ct, cv=cv, p_lo=p_lo, p_hi=p_hi, timing=timing) -> _Anchor:
+            return _edge_of(ct, cv, idx, p_lo, p_hi, timing)
+
         chain_j, _bridged, resets, extra_unc = _chain_mj(ct, cv, a0, a1, moduli[i], trace_all, p, limit,
-                                                         max_gap_s=3.0 * (interval_s or p))
+                                                         max_gap_s=3.0 * (interval_s or p), edge_of=edge_of)
         if resets:
             resets_total += resets
             warnings.append(make_warning(
@@ -643,33 +681,45 @@ def estimate_window(evidence: WindowEvidence, t0_s: float, t1_s: float) -> Windo
 
 
 class _ThreadPolls:
-    """A window start's dense polls running in a background thread; ``result()`` waits for them and returns
-    ``poll_edges``'s (boundary time s, reads per device), or raises what the polls raised."""
+    """A window start's dense polls, run by the monitor's background poller thread; ``result()`` waits for
+    them and returns ``poll_edges``'s (boundary time s, reads per device), or raises what the polls raised."""
 
-    def __init__(self, monitor: EnergyMonitor, kwargs: dict[str, Any]) -> None:
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self.kwargs = kwargs
+        self._done = threading.Event()
         self._out: tuple[float, dict[int, list[tuple[float, ...]]]] | None = None
         self._err: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(monitor, kwargs), name="llem-start-polls",
-                                        daemon=True)
-        self._thread.start()
 
-    def _run(self, monitor: EnergyMonitor, kwargs: dict[str, Any]) -> None:
+    def run(self, monitor: EnergyMonitor) -> None:
+        """Runs the polls (in the poller thread) and wakes ``result()``."""
         try:
-            self._out = monitor.poll_edges(**kwargs)
+            self._out = monitor.poll_edges(**self.kwargs)
         except BaseException as exc:  # handed to result()
             self._err = exc
+        finally:
+            self._done.set()
 
     def done(self) -> bool:
         """Returns True once the polls finished."""
-        return not self._thread.is_alive()
+        return self._done.is_set()
 
     def result(self) -> tuple[float, dict[int, list[tuple[float, ...]]]]:
         """Waits for the polls; returns (boundary time s, reads per device)."""
-        self._thread.join()
+        self._done.wait()
         if self._err is not None:
             raise self._err
         assert self._out is not None
         return self._out
+
+
+def _poller_main(jobs: queue.SimpleQueue, monitor_ref: weakref.ref) -> None:
+    """The background poller: runs each queued ``_ThreadPolls`` until it receives None or the monitor is gone."""
+    while (job := jobs.get()) is not None:
+        monitor = monitor_ref()
+        if monitor is None:
+            return
+        job.run(monitor)
+        del monitor
 
 
 # -- live windows -----------------------------------------------------------------------------------
@@ -691,7 +741,7 @@ class EnergyMonitor:
         *,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
-        poll_interval_s: float = 0.002,
+        poll_interval_s: float = 0.0005,
         edge_timeout_s: float = 0.35,
         boundary_correction: bool = True,
         counter_modulus_mj: Sequence[float | None] | None = None,
@@ -712,6 +762,7 @@ class EnergyMonitor:
         self.counter_timing: list[CounterTiming | None] = [None] * len(self.devices)
         self._period_rel_err: list[float] = [0.05] * len(self.devices)
         self._calibrate = calibrate
+        self._jobs: queue.SimpleQueue | None = None
         # 'auto': background on the real clock; inline with an injected clock (time passes only when polled)
         self.start_polls = start_polls if start_polls != "auto" else (
             "background" if clock is time.perf_counter else "inline")
@@ -719,6 +770,8 @@ class EnergyMonitor:
         self.poll_count = 0
         self.read_errors = 0  # boundary reads that failed and were retried
         self.last_polls: Samples | None = None  # the boundary polls of the last completed window (both ends)
+        if self.start_polls == "background" and self.boundary_correction:
+            self._poller_jobs()  # started now, so that begin_window only hands it a job
 
     # -- polling --------------------------------------------------------------------------------
     def _read(self, i: int) -> tuple[float, float, float, float, float]:
@@ -863,9 +916,25 @@ class EnergyMonitor:
         if poll_async is not None:
             return WindowStart(t0, utc, Samples.empty(self.uuids), pending=poll_async(**kw))
         if self.start_polls == "background":
-            return WindowStart(t0, utc, Samples.empty(self.uuids), pending=_ThreadPolls(self, kw))
+            job = _ThreadPolls(kw)
+            self._poller_jobs().put(job)  # a queue put: the caller goes on while the poller thread polls
+            return WindowStart(t0, utc, Samples.empty(self.uuids), pending=job)
         _, rows = self.poll_edges(**kw)
         return WindowStart(t0, utc, self._rows_to_samples(rows, self.uuids))
+
+    def _poller_jobs(self) -> queue.SimpleQueue:
+        """Returns the background poller's job queue, starting the (daemon) poller thread on first use."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_poller_main, args=(self._jobs, weakref.ref(self)), name="llem-start-polls",
+                             daemon=True).start()
+        return self._jobs
+
+    def close(self) -> None:
+        """Stops the background poller thread (if one runs)."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
 
     def _start_polls(self, start: WindowStart) -> Samples:
         """Returns the start's boundary polls: taken at begin, or collected from where they ran (none when

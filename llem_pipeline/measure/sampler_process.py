@@ -158,7 +158,7 @@ class ProcessSampler:
 
     def __init__(self, opener: Callable[[], list[Any]], device_uuids: Sequence[str], interval_s: float = 0.1, *,
                  dither: float = 1.0, seed: int | None = 0, full_read_every: int = 1,
-                 poll_interval_s: float = 0.002, clock: Callable[[], float] = time.perf_counter) -> None:
+                 poll_interval_s: float = 0.0005, clock: Callable[[], float] = time.perf_counter) -> None:
         self.device_uuids = tuple(device_uuids)
         self.interval_s = float(interval_s)
         self.clock = clock
