@@ -45,7 +45,7 @@ DISAGREEMENT_THRESHOLD = 0.05
 _QUANTUM_J = 0.001  # the counter's 1 mJ resolution
 READ_RETRIES = 3  # a failed boundary read is retried this many times before the error propagates
 AVERAGE_WINDOW_S = 1.0  # nvmlDeviceGetPowerUsage averages power over the last second (Ampere and newer)
-UNCERTAIN_FRACTION = 0.005  # a window whose ± exceeds 0.5 % of its energy is flagged 'energy_uncertain'
+DENSE_GAP_S = 0.002  # power reads at most this far apart resolve the load (no unseen pulse between them)
 
 
 @dataclass(frozen=True)
@@ -352,17 +352,22 @@ def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing
 
 
 def _interpolation_bound(trace: _Trace, a: float, b: float) -> float:
-    """Returns the most the trace's integral over [a, b] can be off, J, if power stays within the range the
-    trace saw: per gap between its points, the gap's length × the larger distance from the interpolated
-    mean to that range's ends."""
+    """Returns the most the trace's integral over [a, b] can be off, J. Per gap h between its points: in a
+    gap no longer than ``DENSE_GAP_S`` power is taken to move once, monotonically (a pulse shorter than that
+    is below what the sensor resolves), so the trapezoid errs at most h·|Δp|/2; a longer gap may hide
+    anything within the power range the trace saw, so at most h × the larger distance from the gap's
+    interpolated mean to that range's ends."""
     if len(trace) == 0 or b <= a:
         return 0.0
     lo_w, hi_w = float(trace.p.min()), float(trace.p.max())
     inside = trace.t[(trace.t > a) & (trace.t < b)]
     knots = np.concatenate([[a], inside, [b]])
     vals = np.interp(knots, trace.t, trace.p)
+    h = np.diff(knots)
     mean = 0.5 * (vals[:-1] + vals[1:])
-    return float(np.sum(np.diff(knots) * np.maximum(hi_w - mean, mean - lo_w)))
+    wide = h * np.maximum(hi_w - mean, mean - lo_w)
+    dense = h * 0.5 * np.abs(np.diff(vals))
+    return float(np.sum(np.where(h <= DENSE_GAP_S, dense, wide)))
 
 
 def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus: float | None,
@@ -428,48 +433,47 @@ def _chain_mj(ct: np.ndarray, cv: np.ndarray, a0: _Anchor, a1: _Anchor, modulus:
 
 
 def _averaged_energy(m: Samples, t0: float, t1: float, trace: _Trace) -> tuple[float, float] | None:
-    """Returns (energy J, ± J) of [t0, t1] from the sensor's 1 s averaged power, or None without such reads.
+    """Returns (energy J, ± J) of [t0, t1] from the sensor's 1 s averaged power P̄ and the instant power
+    ``trace``, or None without averaged reads. ``m``: the device's rows (sampler rows and boundary polls).
 
-    ``AVERAGE_WINDOW_S`` × P̄(τ) is the exact energy of [τ − 1 s, τ], so whole seconds ending at ``t1`` are
-    a chain of averaged reads, P̄ at each link end interpolated between the reads around it: P̄ changes
-    by at most (power range)/1 s per second, so a read interpolated between reads at ``a`` and ``b`` is
-    off by at most 2·range·(τ − a)(b − τ)/(b − a) W, ``range`` being the instant power's range over
-    [a − 1 s, b]. The remainder (less than a second, at the start, where the window's start polls read
-    instant power densely) is the instant trace's integral, ± its power range over half its largest gap
-    (plus the peak power over any part no point covers). ``m``: the device's rows (samples and polls);
-    ``trace``: its instant power.
+    With T = ``AVERAGE_WINDOW_S`` and P̄(τ) = (1/T)∫_{τ−T}^{τ} P, the integral of P̄ over [t0 + T, t1 + T]
+    weighs P(s) by w(s) = |[s, s + T] ∩ [t0 + T, t1 + T]| / T, which is 1 inside the window except within T
+    after each end. So
+
+        E[t0, t1] = ∫_{t0+T}^{t1+T} P̄ dτ + ∫ P(s) (1_[t0,t1](s) − w(s)) ds,
+
+    and the second term lives only on [t0, t0 + T] and [t1, t1 + T], which the boundary polls cover with
+    instant power every poll interval. P̄ varies slowly (|dP̄/dt| ≤ range / T), so the trapezoid over its
+    reads errs at most range/T × h²/4 per gap h; the correction term at most the trace's
+    ``_interpolation_bound`` over the two spans (docs/methodology-energy.md).
     """
     ok = np.isfinite(m["power_avg_w"])
-    if not ok.any() or len(trace) == 0:
+    if not ok.any() or len(trace) < 2:
         return None
-    order = np.argsort(m["t_mono_s"][ok], kind="stable")
-    at = m["t_mono_s"][ok][order]
-    ap = m["power_avg_w"][ok][order].astype(np.float64)
     span = AVERAGE_WINDOW_S
-    n = math.floor((t1 - t0) / span + 1e-9)
-    energy = unc = 0.0
-    for k in range(n):
-        tau = t1 - k * span
-        j = int(np.searchsorted(at, tau))
-        if 0 < j < len(at) and at[j] > at[j - 1]:
-            a, b = float(at[j - 1]), float(at[j])
-            w = (tau - a) / (b - a)
-            pbar = ap[j - 1] + w * (ap[j] - ap[j - 1])
-            _, prange, _ = trace.span_stats(a - span, b)
-            err_w = 2.0 * prange / span * (tau - a) * (b - tau) / (b - a)
-        else:  # beyond the reads (or on one): the nearest read, off by at most range/1 s per second away
-            idx = min(j, len(at) - 1)
-            pbar = float(ap[idx])
-            _, prange, _ = trace.span_stats(min(tau, float(at[idx])) - span, max(tau, float(at[idx])))
-            err_w = prange / span * abs(tau - float(at[idx]))
-        energy += span * pbar
-        unc += span * err_w
-    rest = (t1 - t0) - n * span
-    if rest > 0:
-        energy += trace.integral(t0, t0 + rest)
-        _, prange, gap = trace.span_stats(t0, t0 + rest)
-        unc += 0.5 * max(prange, trace.power_range()) * gap + trace.max_power() * trace.extrapolated_s(t0, t0 + rest)
-    return energy, unc
+    avg = _Trace(m["t_mono_s"][ok], m["power_avg_w"][ok].astype(np.float64))
+    u, v = t0 + span, t1 + span
+    main = avg.integral(u, v)
+    slope = trace.power_range() / span  # bound of |dP̄/dt|, W/s
+    knots = np.concatenate([[u], avg.t[(avg.t > u) & (avg.t < v)], [v]])
+    unc = float(slope * np.sum(np.diff(knots) ** 2) / 4.0)
+    unc += slope * avg.extrapolated_s(u, v) ** 2  # beyond the reads the flat extension drifts by ≤ slope × distance
+    # the correction term, on a grid fine against the polls (0.1 ms), over where it is not zero
+    lo, hi = t0, v
+    n = max(math.ceil((hi - lo) / 1e-4), 2)
+    s_grid = np.linspace(lo, hi, n + 1)
+    inside = ((s_grid >= t0) & (s_grid <= t1)).astype(np.float64)
+    overlap = np.clip(np.minimum(s_grid + span, v) - np.maximum(s_grid, u), 0.0, None) / span
+    c = inside - overlap
+    p = np.interp(s_grid, trace.t, trace.p)
+    f = c * p
+    correction = float(np.sum(np.diff(s_grid) * 0.5 * (f[:-1] + f[1:])))
+    if t1 - t0 >= span:
+        unc += _interpolation_bound(trace, t0, u) + _interpolation_bound(trace, t1, v)
+    else:
+        unc += _interpolation_bound(trace, t0, v)
+    unc += trace.max_power() * (trace.extrapolated_s(t0, u) + trace.extrapolated_s(t1, v))
+    return main + correction, unc
 
 
 def _utc_offset_s(samples: Samples) -> float:
@@ -966,7 +970,8 @@ class EnergyMonitor:
         ``uncertainty_j``, ``method`` and the ``evidence`` it came from; ``over(a, b)`` gives any
         sub-window from the same evidence). Polls until each counter's next update edge (at most
         ``edge_timeout_s``) before computing."""
-        t1, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s)
+        t1, rows = self.poll_edges(until_edges=1, timeout_s=self.edge_timeout_s,
+                                   power_span_s=1.05 * AVERAGE_WINDOW_S)
         polls = _merge(self._start_polls(start), self._rows_to_samples(rows, self.uuids))
         self.last_polls = polls
         if self.sampler is not None:
