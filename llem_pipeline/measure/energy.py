@@ -459,19 +459,15 @@ def _averaged_energy(m: Samples, t0: float, t1: float, trace: _Trace) -> tuple[f
     unc = float(slope * np.sum(np.diff(knots) ** 2) / 4.0)
     unc += slope * avg.extrapolated_s(u, v) ** 2  # beyond the reads the flat extension drifts by ≤ slope × distance
     # the correction term, on a grid fine against the polls (0.1 ms), over where it is not zero
-    lo, hi = t0, v
-    n = max(math.ceil((hi - lo) / 1e-4), 2)
-    s_grid = np.linspace(lo, hi, n + 1)
-    inside = ((s_grid >= t0) & (s_grid <= t1)).astype(np.float64)
-    overlap = np.clip(np.minimum(s_grid + span, v) - np.maximum(s_grid, u), 0.0, None) / span
-    c = inside - overlap
-    p = np.interp(s_grid, trace.t, trace.p)
-    f = c * p
-    correction = float(np.sum(np.diff(s_grid) * 0.5 * (f[:-1] + f[1:])))
-    if t1 - t0 >= span:
-        unc += _interpolation_bound(trace, t0, u) + _interpolation_bound(trace, t1, v)
-    else:
-        unc += _interpolation_bound(trace, t0, v)
+    pieces = [(t0, u), (t1, v)] if t1 - t0 >= span else [(t0, v)]
+    correction = 0.0
+    for lo, hi in pieces:
+        s_grid = np.linspace(lo, hi, max(math.ceil((hi - lo) / 1e-4), 2) + 1)
+        inside = ((s_grid >= t0) & (s_grid <= t1)).astype(np.float64)
+        overlap = np.clip(np.minimum(s_grid + span, v) - np.maximum(s_grid, u), 0.0, None) / span
+        f = (inside - overlap) * np.interp(s_grid, trace.t, trace.p)
+        correction += float(np.sum(np.diff(s_grid) * 0.5 * (f[:-1] + f[1:])))
+        unc += _interpolation_bound(trace, lo, hi)
     unc += trace.max_power() * (trace.extrapolated_s(t0, u) + trace.extrapolated_s(t1, v))
     return main + correction, unc
 
