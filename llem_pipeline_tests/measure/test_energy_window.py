@@ -32,7 +32,7 @@ def codes(w) -> set[str]:
 
 def test_end_window_returns_the_estimate_with_its_evidence_and_sub_windows_use_the_same_computation():
     rig = make_rig(jittered_square(5.3, 0.4, 100.0, 500.0, 30.0, seed=1), sim_kwargs={"counter_phase_s": 0.037})
-    w, true, sampler, monitor = run_window(rig.devices, rig.sims, rig.clock, 4.0)
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 4.0)
     assert w.energy_j == w.total_energy_j and w.method == "nvml_counter"
     assert abs(w.energy_j - true) <= w.uncertainty_j
     ev = w.evidence
