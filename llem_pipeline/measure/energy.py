@@ -1,24 +1,35 @@
-"""Energy of a time window: NVML counter deltas with boundary correction, cross-checked by the power trace.
+"""Energy of a time window: one estimate from all the evidence, with an honest ± (docs/methodology-energy.md).
+
+``EnergyMonitor.begin_window()`` marks the caller's instant and returns at once; the start's dense polls
+(counter and instant power every ``poll_interval_s`` until the counter's next update edge; on GPUs without
+a counter, instant and 1 s averaged power for a second) run in the sampler's process or a background
+thread. ``end_window()`` polls the end the same way and returns a ``WindowEnergy``: ``energy_j``,
+``uncertainty_j`` (J, a ± bound), ``method`` and the ``evidence`` (sampler rows, boundary polls, counter
+timing, power limits). ``WindowEnergy.over(a, b)`` gives any sub-window (the harness's reported window)
+from that evidence through ``estimate_window`` → ``window_energy``: the one computation behind every
+stored energy.
 
 The NVML energy counter (mJ) only changes at update edges, about every 100 ms, and between edges holds
 the energy up to the last edge. A plain delta of two reads therefore errs by up to one counter step at
-each end of the window. The correction used here (SPEC §3.2):
+each end of the window. The correction (SPEC §3.2):
 
     E[t0, t1] = C(e1) − C(e0) + ∫_{e1}^{t1} P dt − ∫_{e0}^{t0} P dt
 
-where ``e0``/``e1`` are update edges near the boundaries whose counter values ``C(e)`` are known. At a
-live boundary ``EnergyMonitor`` polls the counter (and instant power) every ``poll_interval_s`` right
-after the boundary until it steps, which brackets the edge to one poll interval and fills the partial
-step from densely polled power. For any sub-window of recorded samples, ``window_energy`` bounds the
-edge behind each counter value near a boundary from the observations around it (after the last reading
-of the previous value, at or before the first reading of this one, and a period before the next
-value's first reading), narrows that with a learned update period and phase (``CounterTiming``) when
-exactly one predicted edge fits, keeps the anchor whose boundary term is least uncertain, and says how
-uncertain the result is in ``uncertainty_j`` (J, a ± bound). A reading is never assigned to a predicted
-edge it may lie on either side of (at fast update periods that misread a whole step).
+where ``e0``/``e1`` are update edges near the boundaries whose counter values ``C(e)`` are known. The dense
+polls after each boundary bracket the next edge to one poll interval and fill the partial step from
+densely read instant power. ``window_energy`` bounds the edge behind each counter value near a boundary
+from the observations around it (after the last reading of the previous value, at or before the first
+reading of this one, and a period before the next value's first reading), narrows that with a learned
+update period and phase (``CounterTiming``) when exactly one predicted edge fits, keeps the anchor whose
+boundary term is least uncertain, and states the ± from what was not observed (edge brackets × peak power,
+power range × the trace's gaps, spans no point covers).
 
-Counter wraps (a known modulus) are unwrapped; a counter that goes backwards without a known modulus
-(driver reload, reset) is bridged with the power trace over the gap and reported as ``counter_reset``.
+Counter wraps (a known modulus) are unwrapped. A counter that goes backwards without a known modulus
+(driver reload, reset) is bridged between the update edges around it with the power trace where the
+trace observed the gap (± the trace's interpolation bound), else bounded by the counter after the reset
+and the power limit (± half that interval, infinite without a limit); either way ``counter_reset`` is
+warned. Without a counter, the energy comes from the 1 s averaged power and the instant polls
+(``_averaged_energy``).
 """
 
 from __future__ import annotations
@@ -726,12 +737,13 @@ def _poller_main(jobs: queue.SimpleQueue, monitor_ref: weakref.ref) -> None:
 class EnergyMonitor:
     """Zeus-like begin/end windows over devices, with the boundary correction done live.
 
-    ``begin_window()`` / ``end_window(start)`` read every device's counter at the exact boundary and then
-    poll counter and instant power every ``poll_interval_s`` until the counter steps (at most
-    ``edge_timeout_s``), so the partial counter steps at both ends are filled from densely read power.
-    With a running ``sampler`` the window's power trace gives the cross-check (``agreement``). Each
-    completed window refines ``counter_timing`` (update period and phase per device), which
-    ``window_energy`` can use for sub-windows of the recorded samples.
+    ``begin_window()`` returns at once (the start's polls run in the sampler's process or a background
+    poller thread, see ``begin_window``); ``end_window(start)`` polls each counter until it steps (at most
+    ``edge_timeout_s``; GPUs without a counter: instant and averaged power for a second) and returns the
+    window's ``WindowEnergy``. With a running ``sampler`` its rows join the evidence and give the
+    cross-check (``agreement``). Each completed window refines ``counter_timing`` (update period and phase
+    per device); ``calibrate=True`` learns it from the first window's start polls when ``calibrate()``
+    was not called before. ``close()`` stops the background poller.
     """
 
     def __init__(
@@ -770,7 +782,8 @@ class EnergyMonitor:
         self.poll_count = 0
         self.read_errors = 0  # boundary reads that failed and were retried
         self.last_polls: Samples | None = None  # the boundary polls of the last completed window (both ends)
-        if self.start_polls == "background" and self.boundary_correction:
+        if (self.start_polls == "background" and self.boundary_correction
+                and not hasattr(sampler, "poll_edges_async")):
             self._poller_jobs()  # started now, so that begin_window only hands it a job
 
     # -- polling --------------------------------------------------------------------------------
@@ -928,6 +941,7 @@ class EnergyMonitor:
             self._jobs = queue.SimpleQueue()
             threading.Thread(target=_poller_main, args=(self._jobs, weakref.ref(self)), name="llem-start-polls",
                              daemon=True).start()
+            weakref.finalize(self, self._jobs.put, None)  # a monitor that is collected stops its poller
         return self._jobs
 
     def close(self) -> None:

@@ -186,8 +186,8 @@ def reproducibility_notes(
         if device_kind == "replay":
             parts.append("REPLAY device: power and energy were replayed from a recorded trace, not measured live.")
         if energy_method == "nvml_counter":
-            corr = ("with boundary correction (the partial counter steps at both ends filled from the instant "
-                    "power samples)" if boundary_correction else
+            corr = ("with boundary correction (the partial counter steps at both ends filled from instant power "
+                    "polled densely until the counter's next update edge)" if boundary_correction else
                     "without boundary correction (each end may be off by up to one ~100 ms counter step)")
             text = (f"Energy from the NVML cumulative energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ) read "
                     f"at the window boundaries {corr}, summed over {devs}; cross-checked against the integral of "
@@ -196,9 +196,11 @@ def reproducibility_notes(
                 text += f" (difference {energy_trace_agreement:.2%})"
             parts.append(text + ".")
         elif energy_method == "trace_integral":
-            parts.append(f"Energy is the trapezoidal integral of instant power sampled every {every}, summed over "
-                         f"{devs} (the NVML energy counter is unsupported here); power readings average over "
-                         "part of each update period, so short bursts can be missed.")
+            parts.append(f"The NVML energy counter is unsupported here: energy comes from the 1 s averaged power "
+                         "(nvmlDeviceGetPowerUsage) integrated over the window shifted by 1 s, corrected at both "
+                         "ends from instant power polled densely for 1 s after each boundary (where no averaged "
+                         f"power was read: the trapezoidal integral of instant power sampled every {every}), "
+                         f"summed over {devs}.")
         else:
             parts.append("No energy method was recorded.")
     if uncertainty_j is not None:

@@ -100,7 +100,7 @@ def _child_main(conn: Any, opener: Callable[[], list[Any]], sampler_kwargs: dict
         conn.send(("fail", f"opening the devices in the sampler process failed: {type(exc).__name__}: {exc}"))
         return
     sampler = Sampler(devices, **sampler_kwargs)
-    monitor = EnergyMonitor(devices, poll_interval_s=poll_interval_s)
+    monitor = EnergyMonitor(devices, poll_interval_s=poll_interval_s, start_polls="inline")
     conn.send(("ok", {"pid": os.getpid(), "uuids": [d.uuid for d in devices]}))
     try:
         while True:

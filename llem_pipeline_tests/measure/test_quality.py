@@ -110,8 +110,8 @@ def test_notes_for_simulated_replay_and_trace_integral():
     rep = reproducibility_notes("nvml_counter", "replay", 0.1, 1.0)
     assert rep.startswith("REPLAY device") and "energy counter" in rep
     tr = reproducibility_notes("trace_integral", "nvml", 0.1, 2.0)
-    assert tr.startswith("Energy is the trapezoidal integral of instant power sampled every 100 ms")
-    assert "counter is unsupported" in tr
+    assert tr.startswith("The NVML energy counter is unsupported here")
+    assert "1 s averaged power" in tr and "sampled every 100 ms" in tr
 
 
 def test_notes_describe_the_window():
