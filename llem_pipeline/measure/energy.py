@@ -56,6 +56,7 @@ DISAGREEMENT_THRESHOLD = 0.05
 _QUANTUM_J = 0.001  # the counter's 1 mJ resolution
 READ_RETRIES = 3  # a failed boundary read is retried this many times before the error propagates
 AVERAGE_WINDOW_S = 1.0  # nvmlDeviceGetPowerUsage averages power over the last second (Ampere and newer)
+FOLLOW_S = 0.05  # without a sampler, the start's poller reads every device this often until the window ends
 DENSE_GAP_S = 0.002  # power reads at most this far apart resolve the load (no unseen pulse between them)
 
 
@@ -290,6 +291,11 @@ def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi
     first = w0 + int(before[-1]) + 1 if len(before) else w0  # (a run reaching past the scan only loosens)
     last = b + int(after[0]) if len(after) else w1 - 1
     lo, hi = float(ct[last]) - period_hi, float(ct[first])
+    if len(before) and v == 0 and cv[first - 1] > 0:
+        # a counter that restarted at 0: the change is the reset itself, no update edge on the counter's grid,
+        # so neither the period nor the timing says where it is; only the readings around it do
+        lo = float(ct[first - 1])
+        return _Anchor(t_b, float(v), 0.5 * (lo + hi), 0.5 * (hi - lo), "bracket")
     how = "assumed"
     if len(before) and ct[first - 1] > lo:
         lo, how = float(ct[first - 1]), "bracket"
@@ -693,10 +699,16 @@ def estimate_window(evidence: WindowEvidence, t0_s: float, t1_s: float) -> Windo
 
 class _ThreadPolls:
     """A window start's dense polls, run by the monitor's background poller thread; ``result()`` waits for
-    them and returns ``poll_edges``'s (boundary time s, reads per device), or raises what the polls raised."""
+    them and returns ``poll_edges``'s (boundary time s, reads per device), or raises what the polls raised.
 
-    def __init__(self, kwargs: dict[str, Any]) -> None:
+    ``follow_s``: after the dense polls, every device is read every ``follow_s`` s (counter, instant power;
+    averaged power where there is no counter) until ``stop()``: without a sampler these reads are all the
+    window sees between its two ends (they bridge a counter reset and carry the averaged power)."""
+
+    def __init__(self, kwargs: dict[str, Any], follow_s: float | None = None) -> None:
         self.kwargs = kwargs
+        self.follow_s = follow_s
+        self._stop = threading.Event()
         self._done = threading.Event()
         self._out: tuple[float, dict[int, list[tuple[float, ...]]]] | None = None
         self._err: BaseException | None = None
@@ -705,10 +717,19 @@ class _ThreadPolls:
         """Runs the polls (in the poller thread) and wakes ``result()``."""
         try:
             self._out = monitor.poll_edges(**self.kwargs)
+            rows = self._out[1]
+            if self.follow_s:
+                while not self._stop.wait(self.follow_s):
+                    for i in sorted(rows):
+                        rows[i].append(monitor._read(i))
         except BaseException as exc:  # handed to result()
             self._err = exc
         finally:
             self._done.set()
+
+    def stop(self) -> None:
+        """Ends the follow-up reads (``result()`` then returns once the current read is done)."""
+        self._stop.set()
 
     def done(self) -> bool:
         """Returns True once the polls finished."""
@@ -929,7 +950,7 @@ class EnergyMonitor:
         if poll_async is not None:
             return WindowStart(t0, utc, Samples.empty(self.uuids), pending=poll_async(**kw))
         if self.start_polls == "background":
-            job = _ThreadPolls(kw)
+            job = _ThreadPolls(kw, follow_s=FOLLOW_S if self.sampler is None else None)
             self._poller_jobs().put(job)  # a queue put: the caller goes on while the poller thread polls
             return WindowStart(t0, utc, Samples.empty(self.uuids), pending=job)
         _, rows = self.poll_edges(**kw)
@@ -957,6 +978,9 @@ class EnergyMonitor:
             polls = start.polls
             rows = None
         else:
+            stop = getattr(start.pending, "stop", None)
+            if stop is not None:
+                stop()
             try:
                 _, rows = start.pending.result()
             except Exception:
