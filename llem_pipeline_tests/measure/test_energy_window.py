@@ -81,7 +81,8 @@ def test_begin_window_returns_before_any_start_poll_ran_and_the_window_starts_at
     assert rig.clock() == t_call and slept_by_caller == [] and start.t_mono_s == t_call
     assert start.pending is not None and not start.pending.done()
     gate.set()
-    start.pending.result()  # the poller finds the next counter edge in the background
+    start.pending.stop()  # no follow-up reads: the test moves the clock itself from here
+    start.pending.result()  # the poller has found the next counter edge in the background
     rig.clock.set(t_call + 2.137)
     w = monitor.end_window(start)
     monitor.close()
