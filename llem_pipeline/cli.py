@@ -20,10 +20,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_doctor",
         "check whether this host can make valid measurements (NVML, GPU settings, other processes, counter, disk)",
     ),
+    "factors": (
+        "llem_pipeline.commands.factors",
+        "main_factors",
+        "record the carbon / PUE / price factors the carbon_cost view uses (set, import CSV, list)",
+    ),
     "make-model": (
         "llem_pipeline.engines.tiny_model",
         "main_make_model",
         "build a random-weight Llama-style model + BPE tokenizer offline (presets tiny, small, 1b, 8b)",
+    ),
+    "report": (
+        "llem_pipeline.commands.report",
+        "main_report",
+        "the efficiency view: J/token with its CI, tok/s, W, TTFT per config x hardware, with workload and n_runs",
     ),
     "run": (
         "llem_pipeline.commands.run",

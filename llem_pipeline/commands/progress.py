@@ -46,14 +46,22 @@ def run_facts(store: ResultStore, instance: dg.DagsterInstance, run_id: str) -> 
 
 
 class RunPrinter:
-    """Prints progress lines for the runs of one launch (plain lines: they read well in a log and a pipe)."""
+    """Prints progress lines for the runs of one launch: plain lines (they read well in a log and a pipe), or
+    through ``display`` (a LiveDisplay: above its live line) on a terminal."""
 
     def __init__(self, total: int, cycles: int, store: ResultStore, instance: dg.DagsterInstance,
-                 out: TextIO = sys.stdout) -> None:
+                 out: TextIO = sys.stdout, display: Any = None) -> None:
         self.total, self.cycles, self.store, self.instance, self.out = total, cycles, store, instance, out
+        self.display = display
         self.started_at: dict[int, float] = {}
         self.durations: list[float] = []
         self.facts: dict[str, RunFacts] = {}
+
+    def _emit(self, line: str) -> None:
+        if self.display is not None:
+            self.display.print(line)
+        else:
+            print(line, file=self.out, flush=True)
 
     def _eta(self, done: int) -> str:
         if not self.durations or done >= self.total:
@@ -67,7 +75,7 @@ class RunPrinter:
     def on_start(self, _index: int, run: PlannedRun) -> None:
         """Print that ``run`` starts (in-process runs)."""
         self.started_at[run.position] = time.monotonic()
-        print(f"{self._head(run)}: measuring…", file=self.out, flush=True)
+        self._emit(f"{self._head(run)}: measuring…")
 
     def on_change(self, run: PlannedRun, run_id: str, status: str) -> None:
         """Print a queued run's status change; a finished run gets its result line."""
@@ -88,7 +96,7 @@ class RunPrinter:
             parts.append(f"{facts.j_per_token:.4g} J/token, {facts.tokens_per_s:.4g} tok/s")
         if facts.error:
             parts.append(facts.error)
-        print(f"{self._head(run)}: {' · '.join(parts)}{self._eta(len(self.facts))}", file=self.out, flush=True)
+        self._emit(f"{self._head(run)}: {' · '.join(parts)}{self._eta(len(self.facts))}")
 
     def summary(self, outcomes: list[Any]) -> None:
         """Print one line per run with its named warnings and the checks that did not pass."""

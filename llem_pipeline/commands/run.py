@@ -4,8 +4,8 @@ Registers the studies, plans the study's runs for the date (every config × cycl
 with its gap) on this host's hardware target, and runs them through the Dagster instance of DAGSTER_HOME
 (default ``<checkout>/.dagster_home``): handed to the run queue when a daemon is running (``make ui``),
 else executed in this process one after another (``make demo``). Prints one line per run as it ends (config
-k of N, cycle, status, J/token, named warnings and failed checks, ETA), refreshes the efficiency report,
-and exits 0 when every run succeeded. LLEM_DEVICES must be set ('simulated' on a machine without GPUs).
+k of N, cycle, status, J/token, named warnings and failed checks, ETA), on a terminal with a live line naming
+the active run's step; refreshes the efficiency report, and exits 0 when every run succeeded. LLEM_DEVICES must be set ('simulated' on a machine without GPUs).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--queue", action="store_true", help="hand the runs to the daemon's run queue (fails without one)")
     mode.add_argument("--in-process", action="store_true", help="execute here even when a daemon is running")
+    p.add_argument("--plain", action="store_true",
+                   help="plain progress lines even on a terminal (a pipe or a file always gets plain lines)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="Dagster console log level of in-process runs (default WARNING: milestones only)")
     return p
@@ -57,6 +59,21 @@ def output_to(log_path: Path) -> Iterator[TextIO]:
                 os.dup2(copy, fd)
                 os.close(copy)
             terminal.close()
+
+
+@contextlib.contextmanager
+def live_display(instance: object, launch: str, total: int, out: TextIO, plain: bool) -> Iterator[object | None]:
+    """Yield a LiveDisplay (a live line naming the active run's step, rich) when ``out`` is a terminal and
+    ``plain`` is off, else None (plain lines)."""
+    if plain or not out.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    from llem_pipeline.commands.live_step import LiveDisplay, LiveStep
+
+    with LiveDisplay(Console(file=out), LiveStep(instance, launch, total)) as display:  # type: ignore[arg-type]
+        yield display
 
 
 def _fail(message: str) -> int:
@@ -116,21 +133,24 @@ def main_run(argv: list[str] | None = None) -> int:
               f"{run_date} on target {target!r}{' (SIMULATED GPU)' if target == 'sim' else ''}, through {where}; "
               f"launch {launch}", flush=True)
         if queued:
-            printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance)
-            L.submit_to_queue(paths.data_dir(), runs, launch)
-            outcomes = L.follow_queue(instance, runs, launch, on_change=printer.on_change)
+            with live_display(instance, launch, len(runs), sys.stdout, args.plain) as display:
+                printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance, display=display)
+                L.submit_to_queue(paths.data_dir(), runs, launch)
+                outcomes = L.follow_queue(instance, runs, launch, on_change=printer.on_change)
             L.launch_file(paths.data_dir(), launch).unlink(missing_ok=True)
             report_ok = True  # with a daemon, refresh_after_measurement redraws the report after each run
         else:
             log_path = paths.data_dir() / "logs" / f"{launch}.log"
             print(f"Dagster's log and the worker's detail: {log_path}", flush=True)
             with output_to(log_path) as terminal:
-                printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance, out=terminal)
-                outcomes = []
-                for outcome in L.execute_in_process(instance, runs, launch, log_level=args.log_level,
-                                                    on_start=printer.on_start):
-                    printer.on_done(outcome.run, outcome.run_id, outcome.status)
-                    outcomes.append(outcome)
+                with live_display(instance, launch, len(runs), terminal, args.plain) as display:
+                    printer = RunPrinter(total=len(runs), cycles=cycles, store=store, instance=instance,
+                                         out=terminal, display=display)
+                    outcomes = []
+                    for outcome in L.execute_in_process(instance, runs, launch, log_level=args.log_level,
+                                                        on_start=printer.on_start):
+                        printer.on_done(outcome.run, outcome.run_id, outcome.status)
+                        outcomes.append(outcome)
                 t0 = time.monotonic()
                 report_ok = L.refresh_report(instance, args.log_level)
                 print(f"efficiency_report: {'SUCCESS' if report_ok else 'FAILURE'} ({time.monotonic() - t0:.1f} s)",

@@ -144,3 +144,36 @@ def save_png(png: bytes, path: Path) -> Path:
     tmp.write_bytes(png)
     tmp.replace(path)
     return path
+
+
+def pareto_png(panels: Sequence[tuple[str, dict[str, dict]]], title: str) -> bytes:
+    """Return a PNG of J per output token against latency, one panel per (x label, series): every config as a
+    point labelled with its setting, each series' Pareto front as a line (pareto_series gives the series)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n_series = len({name for _, series in panels for name in series})
+    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.4 + 0.15 * n_series), dpi=90)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (xlabel, series) in zip(axes, panels, strict=False):
+        for k, (name, s) in enumerate(series.items()):
+            color = f"C{k % 10}"
+            xs, ys = [p[0] for p in s["points"]], [p[1] for p in s["points"]]
+            ax.scatter(xs, ys, s=14, color=color, label=name)
+            for x, y, label in zip(xs, ys, s["settings"], strict=True):
+                ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            front = [s["points"][i] for i in s["front"]]
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=color, linewidth=1.0)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("J per output token")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * len(labels), 1, 1))
+    if labels:
+        fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=1, frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

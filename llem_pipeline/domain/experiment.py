@@ -85,7 +85,10 @@ class RawProcessResult(BaseModel):
         default=None, description="(start, end) of the reported window, s from inference start"
     )
     warmup_excluded_samples: int | None = Field(
-        default=None, ge=0, description="Power samples of the inference window excluded from the reported window"
+        default=None, ge=0, description="Prompts excluded during warmup. None when methodology=total."
+    )
+    excluded_power_samples: int | None = Field(
+        default=None, ge=0, description="Power samples of the inference window outside the reported window"
     )
     num_requests: int = Field(..., ge=0, description="Measured requests (warmup excluded)")
     input_tokens: int = Field(..., ge=0, description="Prompt tokens fed to the engine in the window")
@@ -145,7 +148,8 @@ class ExperimentResult(BaseModel):
     Fields beyond the seed (optional, default None): ``input_tokens`` (prompt tokens fed to
     the engine), ``energy_method`` ('nvml_counter' | 'trace_integral' | 'simulated'),
     ``energy_trace_agreement`` (|E_counter − ∫P dt| / E_counter), ``device_kind``
-    ('nvml' | 'simulated' | 'replay').
+    ('nvml' | 'simulated' | 'replay'), ``excluded_power_samples`` (power samples outside the reported
+    steady-state/explicit window; ``warmup_excluded_samples`` keeps the seed's meaning: warmup prompts).
 
     Constraints (module docstring): non-negative counts, energies, powers and durations; agreement ≥ 0;
     J/token consistent with energy / tokens when both are positive.
@@ -213,6 +217,11 @@ class ExperimentResult(BaseModel):
         description="Measurement quality warnings (e.g., short duration, thermal drift)",
     )
     warmup_excluded_samples: int | None = Field(
+        default=None,
+        ge=0,
+        description="Number of prompts excluded during warmup. None when methodology=total.",
+    )
+    excluded_power_samples: int | None = Field(
         default=None,
         ge=0,
         description=(

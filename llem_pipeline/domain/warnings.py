@@ -1,4 +1,4 @@
-"""Stable measurement-warning codes (SPEC §3.11).
+"""Stable measurement-warning codes (docs/methodology.md §3.11).
 
 A warning in ``measurement_warnings`` is a string ``"<code>: <detail>"``; the code is one of the keys
 below and never changes meaning. ``warning_code()`` recovers the code from such a string.

@@ -1,4 +1,4 @@
-"""Aggregation (SPEC §3.12): RawProcessResult list → ExperimentResult v2.0.
+"""Aggregation (docs/methodology.md §3.12): RawProcessResult list → ExperimentResult v2.0.
 
 Contract for the process results (what the harness fills in each RawProcessResult):
 - ``timestamps``: the REPORTED window of that process (UTC start/end; ``duration_sec`` monotonic) and
@@ -258,6 +258,7 @@ def aggregate(
     )
 
     excluded = [p.warmup_excluded_samples for p in procs if p.warmup_excluded_samples is not None]
+    excluded_power = [p.excluded_power_samples for p in procs if p.excluded_power_samples is not None]
     notes = reproducibility_notes(
         energy_method, device_kind, config.energy.sample_interval_ms / 1000.0, uncertainty,
         boundary_correction=config.energy.boundary_correction, num_devices=len(per_device),
@@ -286,6 +287,7 @@ def aggregate(
         environment_snapshot=environment,
         measurement_warnings=dedupe([*warnings, *agg_warnings]),
         warmup_excluded_samples=(int(sum(excluded)) if excluded and methodology != "total" else None),
+        excluded_power_samples=(int(sum(excluded_power)) if excluded_power and methodology != "total" else None),
         reproducibility_notes=notes,
         timeseries=timeseries,
         start_time=start_time,

@@ -1,4 +1,4 @@
-"""Environment snapshot (SPEC §3.10): the software and hardware a measurement ran on.
+"""Environment snapshot (docs/methodology.md §3.10): the software and hardware a measurement ran on.
 
 Fast enough for a background thread: the package list comes from ``importlib.metadata`` (no pip
 subprocess), framework versions from package metadata (no import), GPU facts from the device objects

@@ -1,4 +1,4 @@
-"""FLOPs estimate (SPEC §3.8): ``2 · N_nonembedding · tokens`` (PaLM / Kaplan forward-pass rule).
+"""FLOPs estimate (docs/methodology.md §3.8): ``2 · N_nonembedding · tokens`` (PaLM / Kaplan forward-pass rule).
 
 The counting rule for N, by module TYPE (never by parameter name, never by a formula from the config):
 

@@ -1,4 +1,4 @@
-"""Latency statistics (SPEC §3.9) and the ``requests.parquet`` table (RUN_FOLDER.md).
+"""Latency statistics (docs/methodology.md §3.9) and the ``requests.parquet`` table (docs/run-folder.md).
 
 Definitions, per measured request (warmup excluded), all in ms:
 - TTFT = first token − submit (requests that produced a token);
@@ -66,7 +66,7 @@ def latency_statistics(
 
 
 def requests_schema() -> pa.Schema:
-    """Return the Arrow schema of ``requests.parquet`` (RUN_FOLDER.md)."""
+    """Return the Arrow schema of ``requests.parquet`` (docs/run-folder.md)."""
     import pyarrow as pa
 
     return pa.schema([

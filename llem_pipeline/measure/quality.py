@@ -1,4 +1,4 @@
-"""Measurement warnings with stable codes (SPEC §3.11) and reproducibility notes naming the method used.
+"""Measurement warnings with stable codes (docs/methodology.md §3.11) and reproducibility notes naming the method used.
 
 Thresholds (module constants): a window shorter than 300 counter updates (≈ 30 s at the counter's
 ~100 ms update period); fewer samples than 80 % of window / interval per device; temperature drift

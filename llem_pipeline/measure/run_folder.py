@@ -8,6 +8,7 @@ The worker writes it, the pipeline reads it; this module is both sides::
         baseline.json       idle power of the measured devices (absent when the baseline is disabled)
         process_<k>.json    RawProcessResult of engine process k = 0, 1, ...
         result.json         ExperimentResult v2.0, aggregated once, by the worker
+        attribution.json    energy per request and per phase, the run's summary (absent in older folders)
         timeseries.parquet  every power sample (TIMESERIES_COLUMNS)
         requests.parquet    one row per measured request (REQUESTS_COLUMNS)
         manifest.json       every other file's size (bytes) and SHA-256, written last
@@ -50,6 +51,7 @@ from llem_pipeline.domain.experiment import (
 from llem_pipeline.domain.requests import RequestRecord
 
 CONFIG, ENVIRONMENT, BASELINE, RESULT = "config.json", "environment.json", "baseline.json", "result.json"
+ATTRIBUTION = "attribution.json"
 TIMESERIES, REQUESTS, MANIFEST = "timeseries.parquet", "requests.parquet", "manifest.json"
 REQUIRED_FILES = (CONFIG, ENVIRONMENT, RESULT, TIMESERIES, REQUESTS, MANIFEST)
 TIMESERIES_COLUMNS: tuple[str, ...] = (
@@ -59,6 +61,7 @@ TIMESERIES_COLUMNS: tuple[str, ...] = (
 REQUESTS_COLUMNS: tuple[str, ...] = (
     "process_index", "request_index", "input_tokens", "output_tokens", "submit_s", "first_token_s", "done_s",
     "ttft_ms", "e2e_ms", "tpot_ms", "finish_reason", "token_times_s",
+    "energy_j", "prefill_energy_j", "decode_energy_j", "baseline_energy_j", "energy_uncertainty_j",
 )
 _PROCESS_FILE = re.compile(r"process_(\d{1,4})\.json")
 _RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -291,6 +294,7 @@ class RunFolder:
         if actual != config_hash:
             raise RunFolderError(f"{path / CONFIG}: hashes to {actual!r}, not the folder's {config_hash!r}")
         _ = folder.processes, folder.environment, folder.baseline, folder.power_samples, folder.requests
+        _ = folder.attribution
         return folder
 
     def file(self, name: str) -> Path:
@@ -338,6 +342,20 @@ class RunFolder:
                 raise RunFolderError(f"{path}: process_index={raw.process_index} but the file is process_{k}.json")
             out.append(raw)
         return out
+
+    @cached_property
+    def attribution(self) -> dict[str, Any] | None:
+        """attribution.json (the run's energy attribution summary, J; measure/attribution.py), or None when absent."""
+        path = self.file(ATTRIBUTION)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RunFolderError(f"{path}: must be a JSON object (Attribution.summary())")
+        return data
 
     @cached_property
     def result(self) -> ExperimentResult:

@@ -1,4 +1,4 @@
-"""Thermal / power throttling inside the measurement window (SPEC §3.7), from NVML clock-event reasons.
+"""Thermal / power throttling inside the measurement window (docs/methodology.md §3.7), from NVML clock-event reasons.
 
 A sample "throttles" when its clock-event bitmask has any bit of ``THROTTLE_MASK`` (SW power cap, HW
 slowdown, SW/HW thermal, HW power brake); GPU idle, application-clock and sync-boost bits do not count,

@@ -1,4 +1,4 @@
-"""Warmup before the measurement window (SPEC §3.5): fixed count or latency-CV convergence, then the thermal floor.
+"""Warmup before the measurement window (docs/methodology.md §3.5): fixed count or latency-CV convergence, then the thermal floor.
 
 Warmup requests are full-length requests run through ``engine.warmup(prompts)``; they never count in
 tokens, energy or FLOPs (their output tokens are reported separately as ``warmup_tokens``).

@@ -1,4 +1,4 @@
-"""Measurement windows (SPEC §3.6): steady-state detection, explicit windows, tokens inside a window.
+"""Measurement windows (docs/methodology.md §3.6): steady-state detection, explicit windows, tokens inside a window.
 
 All times here are seconds from inference start (``t_rel``), the frame of ``steady_state_window``;
 ``relative_requests()`` and ``power_per_tick()`` convert monotonic times into it.

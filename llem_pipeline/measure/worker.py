@@ -348,6 +348,7 @@ def run_measurement(
                 for k in range(len(plan.groups))]
         _merge_parquet(staging, "timeseries", len(plan.groups))
         _merge_parquet(staging, "requests", len(plan.groups))
+        _attribute_energy(staging, raws)
         result = aggregate(raws, config=config, requests=read_request_records(staging / "requests.parquet"),
                            environment=environment, experiment_id=experiment_id, timeseries="timeseries.parquet")
         write_json(staging / "result.json", result)
@@ -401,6 +402,21 @@ def _run_processes(config: ExperimentConfig, plan: DevicePlan, model_path: str, 
             failures.append(f"process {k}: exited with code {p.exitcode} without a result (killed or crashed)")
     if failures:
         raise WorkerError("; ".join(failures))
+
+
+def _attribute_energy(staging: Path, raws: list[RawProcessResult]) -> None:
+    """Attribute the run's energy to its requests and phases (measure/attribution.py), once: add the energy
+    columns to requests.parquet and write attribution.json; returns None."""
+    import json
+
+    from llem_pipeline.measure.attribution_run import attribute_tables
+
+    baseline_path = staging / "baseline.json"
+    baseline = json.loads(baseline_path.read_text(encoding="utf-8")) if baseline_path.is_file() else None
+    requests, attribution = attribute_tables(pq.read_table(staging / "timeseries.parquet"),
+                                             pq.read_table(staging / "requests.parquet"), raws, baseline)
+    pq.write_table(requests, staging / "requests.parquet")
+    write_json(staging / "attribution.json", attribution.summary())
 
 
 def _first_line(path: Path) -> str | None:

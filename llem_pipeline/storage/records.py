@@ -33,11 +33,16 @@ POWER_SAMPLE_COLUMNS: tuple[str, ...] = (
     "process_index", "device_index", "device_uuid", "t_mono_s", "t_rel_s", "utc", "power_w", "energy_mj",
     "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "gpu_util_pct", "mem_used_mb", "clock_event_reasons", "phase",
 )
-# Columns a record's requests table may carry (the worker's requests.parquet columns).
+# Columns a record's requests table may carry (the worker's requests.parquet columns; the energy columns
+# from migration 7 are absent in run folders written before it).
 REQUEST_COLUMNS: tuple[str, ...] = (
     "process_index", "request_index", "input_tokens", "output_tokens", "submit_s", "first_token_s", "done_s",
     "ttft_ms", "e2e_ms", "tpot_ms", "finish_reason", "token_times_s",
+    "energy_j", "prefill_energy_j", "decode_energy_j", "baseline_energy_j", "energy_uncertainty_j",
 )
+# The keys of an attribution summary (attribution.json, llem_pipeline.measure.attribution.Attribution.summary).
+ATTRIBUTION_KEYS: tuple[str, ...] = ("method", "prefill_energy_j", "decode_energy_j", "prefill_share", "idle_energy_j",
+                                     "prefill_uncertainty_j", "request_energy", "weights")
 WORKLOAD_HASH_PATTERN = re.compile(r"[0-9a-f]{16}")
 # Free-text fields (measurement_key, label, study): printable, no control characters.
 _TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
@@ -121,7 +126,8 @@ class RunRecord:
     baseline.json object (devices [{uuid, power_w (W)}], total_power_w (W), duration_s (s),
     sample_count, measured_at (ISO-8601 UTC), provenance, cache_age_s (s), device_kind) or None;
     ``power_samples``: the timeseries.parquet columns (POWER_SAMPLE_COLUMNS); ``requests``: the
-    requests.parquet columns (REQUEST_COLUMNS).
+    requests.parquet columns (REQUEST_COLUMNS); ``attribution``: the run's energy attribution summary
+    (attribution.json: ``Attribution.summary()``, energies J) or None.
 
     Raises StorageError naming the field, the value and the fix when anything is malformed.
     """
@@ -141,6 +147,7 @@ class RunRecord:
     baseline: dict[str, Any] | None = None
     power_samples: pa.Table = field(default_factory=lambda: _EMPTY)
     requests: pa.Table = field(default_factory=lambda: _EMPTY)
+    attribution: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -166,6 +173,12 @@ class RunRecord:
         self._check_models()
         _check_table("power_samples", self.power_samples, POWER_SAMPLE_COLUMNS)
         _check_table("requests", self.requests, REQUEST_COLUMNS)
+        if self.attribution is not None:
+            if not isinstance(self.attribution, Mapping):
+                raise _fail("attribution", type(self.attribution).__name__, "the attribution.json object (a dict) or None")
+            missing = [k for k in ATTRIBUTION_KEYS if k not in self.attribution]
+            if missing:
+                raise _fail("attribution", sorted(self.attribution), f"missing {missing}: pass Attribution.summary()")
         if self.baseline is not None:
             if not isinstance(self.baseline, Mapping):
                 raise _fail("baseline", type(self.baseline).__name__, "the baseline.json object (a dict) or None")
@@ -235,6 +248,7 @@ class RunRecord:
         label: str | None = None,
         hardware: str | None = None,
         workload_hash: str | None = None,
+        attribution: Mapping[str, Any] | None = None,
     ) -> RunRecord:
         """Return the RunRecord of ``result``, deriving what the result says.
 
@@ -267,4 +281,5 @@ class RunRecord:
             baseline=dict(baseline) if baseline is not None else None,
             power_samples=power_samples if power_samples is not None else _EMPTY,
             requests=requests if requests is not None else _EMPTY,
+            attribution=dict(attribution) if attribution is not None else None,
         )

@@ -8,6 +8,7 @@ hardware_id, run_id; ``RunRecord.key_columns()`` gives them).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -202,6 +203,7 @@ def experiment_result_row(record: RunRecord) -> dict[str, Any]:
         ttft_p99_ms=lat.ttft.p99_ms if lat and lat.ttft else None,
         itl_p50_ms=lat.itl.p50_ms if lat and lat.itl else None,
         tpot_mean_ms=lat.tpot.mean_ms if lat and lat.tpot else None,
+        tpot_p99_ms=lat.tpot.p99_ms if lat and lat.tpot else None,
         e2e_p50_ms=lat.e2e.p50_ms if lat and lat.e2e else None,
         throttled=throttled,
         max_temperature_c=throttle.max_temperature_c if throttle else None,
@@ -211,8 +213,38 @@ def experiment_result_row(record: RunRecord) -> dict[str, Any]:
         end_time=_utc(result.end_time, "end_time"),
         schema_version=result.schema_version,
         result_json=result.model_dump_json(),
+        **attribution_columns(record.attribution),
     )
     return row
+
+
+def attribution_columns(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the experiment_results attribution columns of an attribution summary (J, fractions; all None
+    without one)."""
+    s = summary or {}
+    pct = s.get("request_energy") or {}
+    weights = s.get("weights") or {}
+    return {
+        "request_energy_p50_j": _number(pct.get("p50_j")),
+        "request_energy_p90_j": _number(pct.get("p90_j")),
+        "request_energy_p99_j": _number(pct.get("p99_j")),
+        "prefill_energy_j": _number(s.get("prefill_energy_j")),
+        "decode_energy_j": _number(s.get("decode_energy_j")),
+        "prefill_share": _number(s.get("prefill_share")),
+        "prefill_uncertainty_j": _number(s.get("prefill_uncertainty_j")),
+        "idle_energy_j": _number(s.get("idle_energy_j")),
+        "prefill_direct_energy_j": _number(s.get("prefill_direct_energy_j")),
+        "prefill_direct_coverage": _number(s.get("prefill_direct_coverage")),
+        "attribution_method": s.get("method") if isinstance(s.get("method"), str) else None,
+        "prefill_decode_ratio": _number(weights.get("ratio")),
+    }
+
+
+def _number(value: Any) -> float | None:
+    """Return ``value`` as a finite float, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def process_result_rows(results: Sequence[RawProcessResult], key: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -32,7 +32,10 @@ TABLES: tuple[str, ...] = ("experiment_configs", *PARTITIONED_TABLES)
 # The store's own bookkeeping, written by ResultStore in each write's transaction: what it wrote
 # (migration 4, re-keyed by run in migration 6) and the statistics the views project (migration 6).
 BOOKKEEPING_TABLES: tuple[str, ...] = ("partition_manifest", "write_sequence", "config_day_stats")
-VIEWS: tuple[str, ...] = ("latest_results", "config_stats", "efficiency", "nightly_trend")
+VIEWS: tuple[str, ...] = ("latest_results", "config_stats", "efficiency", "nightly_trend", "request_energy",
+                          "energy_latency", "energy_at_target", "carbon_cost", "published_comparison")
+# Tables the user maintains (migration 7): read by the views at query time, never part of a config hash.
+USER_TABLES: tuple[str, ...] = ("latency_targets", "factors", "published_results")
 # The columns that say which run a row belongs to (run_date beside the key of the measurement).
 RUN_KEY_COLUMNS: tuple[str, ...] = ("run_date", "config_hash", "hardware_id", "run_id")
 
@@ -45,6 +48,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (6, "migrations/006_run_identity.sql",
      "runs keyed by (config_hash, hardware_id, run_id): hardware_id, workload_hash, cycle, measurement_key, label; "
      "j_per_token / tokens_per_s; config_day_stats"),
+    (7, "migrations/007_energy_attribution.sql",
+     "energy per request and per phase (requests, experiment_results), tpot_p99_ms; latency_targets, factors, "
+     "published_results"),
 )
 # Python steps run right after a migration's .sql file, by migration number (names in migrate.PYTHON_STEPS).
 PYTHON_STEPS: dict[int, str] = {6: "backfill_run_identity"}

@@ -407,6 +407,21 @@ class ResultStore:
 
         return self._write(work)
 
+    def write_factors(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append ``factors`` rows (storage/factors.py builds and validates them) in one transaction; return rows written."""
+        if not rows:
+            raise StorageError("rows=[]: give at least one factor")
+        table = R.rows_to_table(rows)
+        self._ready()
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            con.register(_STAGING, table)
+            con.execute(f"INSERT INTO factors BY NAME SELECT * FROM {_STAGING}")
+            con.unregister(_STAGING)
+            return table.num_rows
+
+        return self._write(work)
+
     def write_run(self, record: RunRecord) -> dict[str, int]:
         """Write one measurement run in one transaction (``write_runs([record])``); return {table: rows written}."""
         return self.write_runs([record])

@@ -112,3 +112,22 @@ def test_jobs_schedule_and_sensors_run_by_default(defs: dg.Definitions) -> None:
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     for name in ("study_registry", "study_launches", "refresh_after_measurement"):
         assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+@pytest.mark.slow
+def test_dg_check_defs_passes(tmp_path) -> None:
+    """`dg check defs` (the dg CLI's own validation of the project's definitions) passes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llem_pipeline.paths import PROJECT_ROOT
+
+    venv = Path(sys.executable).parent.parent
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "LLEM_DEVICES": "simulated", "VIRTUAL_ENV": str(venv),
+           "LLEM_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([str(venv / "bin" / "dg"), "check", "defs"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully." in done.stdout + done.stderr

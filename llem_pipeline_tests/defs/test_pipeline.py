@@ -129,6 +129,22 @@ def test_a_study_runs_every_cycle_in_order_with_its_gap_and_keeps_every_run(env:
     assert L.refresh_report(env.instance)
 
 
+def test_the_live_line_follows_a_runs_steps_from_its_events(env: Env) -> None:
+    from llem_pipeline.commands.live_step import LiveStep
+
+    [run] = env.runs("rep")[:1]
+    [outcome] = L.execute_in_process(env.instance, [run], "live-test")
+    watcher = LiveStep(env.instance, "live-test", total=1)
+    watcher.follow(env.instance.get_run_by_id(outcome.run_id))
+    seen = watcher.steps_seen
+    # the worker's milestones and the store step, in the order the run went through them
+    expected = ["GPU acquired", "starting the worker", "loading the model", "warming up", "measuring",
+                "process done", "writing the run folder", "GPU released", "storing the result in DuckDB"]
+    assert [s for s in seen if s in expected] == [s for s in expected if s in seen]
+    assert {"GPU acquired", "warming up", "measuring", "storing the result in DuckDB"} <= set(seen), seen
+    assert watcher.text().startswith("[1/1] rep · batch_size=1 · sim · ")
+
+
 def test_a_failing_worker_fails_the_step_with_the_workers_reason(env: Env) -> None:
     [run] = env.runs("noprompts")
     [outcome] = L.execute_in_process(env.instance, [run], "noprompts-test")

@@ -182,13 +182,13 @@ def test_steady_state_windows_and_excluded_samples():
     cfg = CONFIG.model_copy(update={"energy": CONFIG.energy.model_copy(update={"methodology": "steady_state"})})
     # process 0: inference starts at T0, steady 2..30 s; process 1: inference starts at T0+1, steady 3..31 s
     p0 = proc(0, start_s=2.0, dur=28.0, measurement_methodology="steady_state", steady_state_window=(2.0, 30.0),
-              warmup_excluded_samples=50, uuids=("GPU-0",),
+              warmup_excluded_samples=5, excluded_power_samples=50, uuids=("GPU-0",),
               thermal_throttle=ThermalThrottleInfo(detected=True, power=True, sw_power_cap=True,
                                                    throttle_duration_sec=0.3, throttle_timestamps=[5.0],
                                                    max_temperature_c=70, mean_temperature_c=60,
                                                    temperature_drift_c=4.0))
     p1 = proc(1, start_s=4.0, dur=28.0, measurement_methodology="steady_state", steady_state_window=(3.0, 31.0),
-              warmup_excluded_samples=40, uuids=("GPU-1",),
+              warmup_excluded_samples=5, excluded_power_samples=40, uuids=("GPU-1",),
               thermal_throttle=ThermalThrottleInfo(detected=True, thermal=True, hw_thermal=True,
                                                    throttle_duration_sec=0.5, throttle_timestamps=[4.0],
                                                    max_temperature_c=75, mean_temperature_c=64,
@@ -197,7 +197,8 @@ def test_steady_state_windows_and_excluded_samples():
     assert r.measurement_methodology == "steady_state"
     assert r.steady_state_window == pytest.approx((2.0, 32.0))   # p1's 3..31 shifted by its 1 s later start
     assert r.total_inference_time_sec == pytest.approx(30.0)
-    assert r.warmup_excluded_samples == 90
+    assert r.warmup_excluded_samples == 10   # warmup prompts of both processes
+    assert r.excluded_power_samples == 90
     t = r.thermal_throttle
     assert t.detected and t.thermal and t.power and t.hw_thermal and t.sw_power_cap
     assert t.throttle_timestamps == pytest.approx([5.0, 5.0]) and t.throttle_duration_sec == 0.5

@@ -84,7 +84,8 @@ def test_windowed_methodology_counts_energy_and_tokens_of_exactly_that_window():
     a, b = out.window_mono_s
     inside = sum(1 for r in records for t in r.token_times_s if a <= t <= b)
     assert raw.output_tokens == inside > 0
-    assert raw.warmup_excluded_samples is not None and raw.warmup_excluded_samples > 0
+    assert raw.excluded_power_samples is not None and raw.excluded_power_samples > 0
+    assert raw.warmup_excluded_samples == 1  # the one warmup prompt of _config (fixed mode, n_warmup=1)
 
 
 def test_engine_is_cleaned_up_when_the_run_fails():

@@ -51,8 +51,8 @@ def test_worker_writes_a_complete_labelled_run_folder(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        "baseline.json", "config.json", "environment.json", "manifest.json", "process_0.json", "requests.parquet",
-        "result.json", "timeseries.parquet"])
+        "attribution.json", "baseline.json", "config.json", "environment.json", "manifest.json", "process_0.json",
+        "requests.parquet", "result.json", "timeseries.parquet"])
     result = ExperimentResult.model_validate_json((run / "result.json").read_text())
     assert result.schema_version == "2.0"
     assert result.total_tokens == 8 * 12  # fixed output length: exactly max_output_tokens per request
@@ -84,6 +84,19 @@ def test_worker_writes_a_complete_labelled_run_folder(data_dir, tmp_path):
     raw = RawProcessResult.model_validate_json((run / "process_0.json").read_text())
     assert raw.energy_j == pytest.approx(result.total_energy_j)
     assert json.loads((run / "baseline.json").read_text())["device_kind"] == "simulated"
+    # energy per request and per phase, computed once by the worker: every joule of the window is attributed
+    # to a request or stated as idle, each request's energy is its prefill plus its decode part
+    att = json.loads((run / "attribution.json").read_text())
+    energy = req.column("energy_j").to_pylist()
+    assert all(e > 0 for e in energy)
+    assert sum(energy) + att["idle_energy_j"] == pytest.approx(result.total_energy_j, rel=1e-6)
+    for e, p, d in zip(energy, req.column("prefill_energy_j").to_pylist(), req.column("decode_energy_j").to_pylist(),
+                       strict=True):
+        assert e == pytest.approx(p + d) and p > 0 and d > 0
+    assert att["weights"]["method"] in {"regression", "default"} and att["method"].startswith("interval_split:")
+    assert att["request_energy"]["p50_j"] <= att["request_energy"]["p99_j"]
+    assert all(b is not None and 0 < b <= e for b, e in zip(req.column("baseline_energy_j").to_pylist(), energy,
+                                                            strict=True))
     assert not list(tmp_path.glob(".run.tmp-*"))
 
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the fault-injection suite (issue 7): the outcome of a case, the worker command as a
+"""Shared pieces of the fault-injection suite: the outcome of a case, the worker command as a
 subprocess, and honest small / read-only filesystems.
 
 Every case function in ``test_*.py`` returns a ``CaseResult``; the tests run them scaled down and assert

@@ -1,4 +1,4 @@
-"""Security (issue 7, case 4): the webserver binds loopback, no SQL is built by pasting user values,
+"""Security (reliability case 4): the webserver binds loopback, no SQL is built by pasting user values,
 snapshots keep no secrets, trust_remote_code is off by default, output paths cannot leave the data dir.
 """
 

@@ -409,6 +409,11 @@ def record_from_run_folder(folder: Path, *, run_date: date | str, study: str | N
 PRE_006_NAMES = {"j_per_token": "avg_energy_per_token_j", "tokens_per_s": "avg_tokens_per_second"}
 # Columns that migration 6 added (absent before it).
 ADDED_IN_006 = ("hardware_id", "workload_hash", "cycle", "measurement_key", "label")
+# Columns that migration 7 added to experiment_results and requests (absent before it).
+ADDED_IN_007 = ("tpot_p99_ms", "request_energy_p50_j", "request_energy_p90_j", "request_energy_p99_j", "prefill_energy_j",
+                "decode_energy_j", "prefill_share", "prefill_uncertainty_j", "idle_energy_j", "attribution_method",
+                "prefill_decode_ratio", "energy_j", "baseline_energy_j", "energy_uncertainty_j",
+                "prefill_direct_energy_j", "prefill_direct_coverage")
 
 
 def insert_pre_006_run(con: duckdb.DuckDBPyConnection, record: RunRecord, *, write_seq: int | None = None) -> dict[str, int]:
@@ -424,7 +429,7 @@ def insert_pre_006_run(con: duckdb.DuckDBPyConnection, record: RunRecord, *, wri
     }
     counts: dict[str, int] = {}
     for name, rows in tables.items():
-        old = [{PRE_006_NAMES.get(k, k): v for k, v in r.items() if k not in ADDED_IN_006} for r in rows]
+        old = [{PRE_006_NAMES.get(k, k): v for k, v in r.items() if k not in ADDED_IN_006 + ADDED_IN_007} for r in rows]
         counts[name] = len(old)
         if old:
             con.register("_old_rows", R.rows_to_table(old))
@@ -432,6 +437,7 @@ def insert_pre_006_run(con: duckdb.DuckDBPyConnection, record: RunRecord, *, wri
             con.unregister("_old_rows")
     for name in ("power_samples", "requests"):
         table = getattr(record, name)
+        table = table.drop_columns([c for c in ADDED_IN_007 if c in table.column_names])
         counts[name] = table.num_rows
         if table.num_rows:
             con.register("_old_rows", table)

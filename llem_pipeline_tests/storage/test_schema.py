@@ -13,6 +13,7 @@ from llem_pipeline.storage.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     RUN_KEY_COLUMNS,
+    USER_TABLES,
     apply_schema,
     checked_table,
     sql_text,
@@ -26,7 +27,7 @@ def test_sql_files_run_as_plain_sql_on_an_empty_file(tmp_path: Path) -> None:
         con.execute(sql_text(filename))
     con.execute(sql_text("views.sql"))
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert set(TABLES) | set(BOOKKEEPING_TABLES) | {"schema_version", "schema_views"} == tables
+    assert set(TABLES) | set(BOOKKEEPING_TABLES) | set(USER_TABLES) | {"schema_version", "schema_views"} == tables
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
     con.close()

@@ -34,6 +34,9 @@ from llem_pipeline.defs.results.quality import (
     run_checks,
 )
 from llem_pipeline.defs.results.records import run_record
+from llem_pipeline.defs.results.reference import DESCRIPTION as REFERENCE_DESCRIPTION
+from llem_pipeline.defs.results.reference import NAME as REFERENCE_CHECK
+from llem_pipeline.defs.results.reference import check_published_reference
 from llem_pipeline.defs.results.summary import device_metadata, headline_metadata, summary_markdown
 from llem_pipeline.defs.settings import LlemPaths, LlemStore
 from llem_pipeline.domain.environment import EnvironmentSnapshot
@@ -42,7 +45,7 @@ from llem_pipeline.storage.io_manager import LATENCIES, POWER, RESULTS
 
 CHECK_SPECS = [
     dg.AssetCheckSpec(name=name, asset=RESULTS, description=text, partitions_def=measurement_partitions)
-    for name, text in CHECK_DESCRIPTIONS.items()
+    for name, text in {**CHECK_DESCRIPTIONS, REFERENCE_CHECK: REFERENCE_DESCRIPTION}.items()
 ]
 _SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 
@@ -117,6 +120,9 @@ def store_results(
         png = chart.result()
     path = save_png(png, llem_paths.charts() / folder.run_date / folder.config_hash / folder.run_id / "power_trace.png")
     outcomes.append(check_repeatability(store.config_stats(folder.config_hash, hardware, folder.run_date)))
+    outcomes.append(check_published_reference(store.query(
+        "SELECT * FROM published_comparison WHERE config_hash = ? AND hardware_id = ? AND run_id = ? "
+        "ORDER BY ratio_to_published", [folder.config_hash, hardware, folder.run_id]).to_pylist(), record.is_simulated))
     image = embed_png(png, "power trace")
     for o in outcomes:
         yield _check_result(o)

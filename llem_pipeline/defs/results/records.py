@@ -14,7 +14,7 @@ def run_record(folder: RunFolder, *, environment: EnvironmentSnapshot | None = N
                study: str | None = None, cycle: int | None = None, measurement_key: str | None = None,
                label: str | None = None) -> RunRecord:
     """Return the RunRecord of a validated run folder: its result, processes, environment (``environment`` or
-    environment.json), baseline (``baseline`` or baseline.json), samples and requests, keyed by (config hash,
+    environment.json), baseline (``baseline`` or baseline.json), samples, requests and energy attribution, keyed by (config hash,
     hardware id of the measured devices, the folder's run id) with the workload hash of its config."""
     env = environment if environment is not None else folder.environment
     return RunRecord(
@@ -22,5 +22,5 @@ def run_record(folder: RunFolder, *, environment: EnvironmentSnapshot | None = N
         hardware_id=hardware_id(env.device_kind, env.gpu_names), workload_hash=compute_workload_hash(folder.config),
         study=study, cycle=cycle, measurement_key=measurement_key, label=label, result=folder.result,
         processes=folder.processes, environment=env, baseline=baseline if baseline is not None else folder.baseline,
-        power_samples=folder.power_samples, requests=folder.requests,
+        power_samples=folder.power_samples, requests=folder.requests, attribution=folder.attribution,
     )

@@ -576,3 +576,56 @@ class FakeClock:
             if t < self.t:
                 raise ValueError(f"FakeClock.set({t}) would go backwards from {self.t}")
             self.t = float(t)
+
+
+class PhaseModel:
+    """Power of a scripted serving engine: ``static_w`` plus each step's work, ``idle_w`` between steps.
+
+    ``steps``: [(start_s, end_s, prefill_tokens, decode_tokens), ...] ascending and not overlapping (s since
+    device start). During a step the power is ``static_w + (prefill_j_per_token × prefill_tokens +
+    decode_j_per_token × decode_tokens) / (end_s − start_s)``, so a prompt token prefilled costs
+    ``prefill_j_per_token`` J and a decoded token ``decode_j_per_token`` J above the static draw: a prefill
+    draws a different power than a decode, and every step's energy is known exactly (``step_energy_j``).
+    """
+
+    def __init__(self, steps: Sequence[tuple[float, float, float, float]], *, idle_w: float = 60.0,
+                 static_w: float = 60.0, prefill_j_per_token: float = 0.02, decode_j_per_token: float = 0.3,
+                 decode_exponent: float = 1.0) -> None:
+        if prefill_j_per_token < 0 or decode_j_per_token < 0 or idle_w < 0 or static_w < 0:
+            raise ValueError(
+                f"PhaseModel: idle_w={idle_w}, static_w={static_w}, prefill_j_per_token={prefill_j_per_token}, "
+                f"decode_j_per_token={decode_j_per_token} must all be >= 0")
+        self.steps = [(float(a), float(b), float(p), float(d)) for a, b, p, d in steps]
+        self.idle_w, self.static_w = float(idle_w), float(static_w)
+        self.prefill_j_per_token, self.decode_j_per_token = float(prefill_j_per_token), float(decode_j_per_token)
+        if not 0 < decode_exponent <= 1:
+            raise ValueError(f"PhaseModel: decode_exponent={decode_exponent} must be in (0, 1]")
+        self.decode_exponent = float(decode_exponent)
+        points: list[tuple[float, float]] = [(0.0, self.idle_w)]
+        last_end = 0.0
+        for a, b, p, d in self.steps:
+            if b <= a or a < last_end - 1e-12:
+                raise ValueError(f"PhaseModel: step ({a}, {b}) is empty or overlaps the previous one (ends {last_end})")
+            if a > last_end:
+                points.append((last_end, self.idle_w))
+            points.append((a, self.step_power_w(a, b, p, d)))
+            last_end = b
+        points.append((last_end, self.idle_w))
+        self._trace = Piecewise(points, "step")
+
+    def step_power_w(self, start_s: float, end_s: float, prefill_tokens: float, decode_tokens: float) -> float:
+        """Returns the power during a step, W."""
+        return self.static_w + self.step_dynamic_j(prefill_tokens, decode_tokens) / (end_s - start_s)
+
+    def step_dynamic_j(self, prefill_tokens: float, decode_tokens: float) -> float:
+        """Returns a step's energy above the static draw, J: ``decode_j_per_token × decode_tokens **
+        decode_exponent`` for its decode (an exponent below 1: a token decoded in a larger batch costs less)."""
+        return self.prefill_j_per_token * prefill_tokens + self.decode_j_per_token * decode_tokens ** self.decode_exponent
+
+    def power_w(self, t: float) -> float:
+        """Returns the scripted power at t, W."""
+        return self._trace.power_w(t)
+
+    def cumulative_j(self, t: float) -> float:
+        """Returns the exact energy from 0 to t, J."""
+        return self._trace.cumulative_j(t)

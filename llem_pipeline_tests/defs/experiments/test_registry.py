@@ -46,6 +46,9 @@ def test_resolve_prefers_a_registered_copy_that_hashes_right(llem_env: Path, tmp
     assert scans == []  # the study files were not read
     # a copy that no longer hashes to its name is not trusted: the study files decide
     path = registry.config_cache_path(h)
-    path.write_text(path.read_text(encoding="utf-8").replace('"n": 24', '"n": 25'), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    tampered = text.replace(f'"n": {config.n}', f'"n": {config.n + 1}')
+    assert tampered != text
+    path.write_text(tampered, encoding="utf-8")
     assert compute_measurement_config_hash(resolve_config(h, PROJECT_ROOT / "studies")) == h
     assert len(scans) == 1
