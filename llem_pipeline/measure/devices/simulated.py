@@ -412,9 +412,6 @@ class SimulatedDevice:
         self.counter_offset_mj = int(counter_offset_mj)
         self.counter_modulus_mj = counter_modulus_mj
         self.counter_reset_at_s = counter_reset_at_s
-        resets = [] if counter_reset_at_s is None else (
-            [float(counter_reset_at_s)] if isinstance(counter_reset_at_s, int | float) else sorted(counter_reset_at_s))
-        self._resets = resets
         self.energy_supported = energy_supported
         self.temperature_model = temperature or EnergyHeating()
         self.reason_spans = tuple(reason_spans)
@@ -425,6 +422,19 @@ class SimulatedDevice:
         self.memory_used_mb = memory_used_mb
         self.base_sm_clock_mhz = sm_clock_mhz
         self.base_mem_clock_mhz = mem_clock_mhz
+
+    @property
+    def counter_reset_at_s(self) -> float | list[float] | None:
+        """Returns the time(s) the counter restarts at 0, s since start (None: never)."""
+        return self._reset_spec
+
+    @counter_reset_at_s.setter
+    def counter_reset_at_s(self, value: float | Sequence[float] | None) -> None:
+        """Sets when the counter restarts at 0: one time or several, s since start (None: never); may change
+        while the device runs (a driver reload at a chosen moment)."""
+        self._reset_spec = value if value is None or isinstance(value, int | float) else sorted(value)
+        self._resets = [] if value is None else (
+            [float(value)] if isinstance(value, int | float) else [float(r) for r in sorted(value)])
 
     # -- identity -------------------------------------------------------------------------------
     @property
