@@ -24,6 +24,7 @@ WARNING_CODES: dict[str, str] = {
     "processes_not_overlapping": "Engine processes did not overlap in time",
     "gpu_attribution_conflict": "A device was measured by more than one process, so its energy is counted twice",
     "no_output_tokens": "The window generated no output tokens",
+    "energy_uncertain": "The stated ± of the window's energy exceeds 0.5 % of it: the number is doubtful",
 }
 
 

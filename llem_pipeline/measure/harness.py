@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from llem_pipeline.domain.warnings import make_warning
 from llem_pipeline.engines.protocol import Engine
 from llem_pipeline.measure.baseline import BaselineResult, energy_breakdown
 from llem_pipeline.measure.devices.protocol import Device
-from llem_pipeline.measure.energy import EnergyMonitor, WindowEnergy, window_energy
+from llem_pipeline.measure.energy import EnergyMonitor, WindowEnergy
 from llem_pipeline.measure.flops import count_nonembedding_params, estimate_flops
 from llem_pipeline.measure.latency import latency_statistics
 from llem_pipeline.measure.quality import collect_warnings
@@ -159,8 +158,7 @@ def measure_process(
         engine = steps.run("model_load", lambda: engine_loader(config, device_indices))
         # The counter's update period/phase is learnt right after the sampler starts, before warmup: polling
         # it at the window's edge (up to 1.2 s with the engine idle) would undo the warmup just before the run.
-        monitor = EnergyMonitor(devices, sampler, boundary_correction=config.energy.boundary_correction,
-                                calibrate=False)
+        monitor = EnergyMonitor(devices, sampler, boundary_correction=config.energy.boundary_correction)
         try:
             warm, records, boundary = _warmup_and_window(config, engine, prompts, sampler, monitor, steps, emit, sleep)
             samples = sampler.stop()
@@ -227,17 +225,9 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
         methodology = "total"
         extra_warnings.append(make_warning("steady_state_not_found", window.reason or "no stable, saturated span"))
     a, b = t_sub + window.start_s, t_sub + window.end_s
-    # When the sampler stopped early its rows lack counter readings near the window's end (or all of it):
-    # the energy monitor's boundary polls then supply them (else the energy would be 0 J ± inf).
-    energy = window_energy(
-        samples, a, b, polls=monitor.last_polls if sampler.error is not None else None,
-        counter_timing=monitor.counter_timing,
-        counter_modulus_mj=monitor.counter_modulus_mj,
-        device_kinds=[d.kind for d in devices], interval_s=interval_s, sampler_error=sampler.error_message,
-        boundary_correction=config.energy.boundary_correction, n_devices=len(devices),
-        start_utc=boundary.start_utc + timedelta(seconds=a - boundary.start_mono_s),
-        end_utc=boundary.start_utc + timedelta(seconds=b - boundary.start_mono_s),
-    )
+    # The reported window's energy comes from the same evidence and the same computation as the boundary
+    # window (sampler rows, the dense polls at both ends, counter timing): docs/methodology-energy.md.
+    energy = boundary.over(a, b)
     if methodology == "total":
         out_tokens = sum(r.output_tokens for r in records)
         in_tokens = sum(r.input_tokens for r in records)
@@ -259,7 +249,7 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
         baseline_enabled=config.baseline.enabled, baseline_power_w=baseline_w,
         baseline_floored=breakdown.baseline_floored, throttle=throttle,
         steady_state=window if config.energy.methodology == "steady_state" else None,
-        counter_updates=energy.counter_updates,
+        counter_updates=energy.counter_updates, energy_j=energy.energy_j, energy_uncertainty_j=energy.uncertainty_j,
         extra=[*energy.warnings, *(baseline.warnings if baseline else []), *extra_warnings],
     )
     flops = estimate_flops(n_params, in_tokens, out_tokens, config.precision) if n_params else None

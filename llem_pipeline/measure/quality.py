@@ -8,6 +8,7 @@ beyond 10 °C; counter/trace disagreement beyond 5 %. Warnings are ``"<code>: <d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from llem_pipeline.domain.metrics import ThermalThrottleInfo
@@ -19,6 +20,7 @@ COUNTER_UPDATE_INTERVAL_S = 0.1
 MIN_SAMPLE_COVERAGE = 0.8
 MAX_TEMPERATURE_DRIFT_C = 10.0
 MAX_COUNTER_TRACE_DISAGREEMENT = 0.05
+MAX_UNCERTAINTY_FRACTION = 0.005  # a window whose ± exceeds 0.5 % of its energy is doubtful
 
 
 def dedupe(warnings: Iterable[str]) -> list[str]:
@@ -54,6 +56,9 @@ def collect_warnings(
     throttle: ThermalThrottleInfo | None = None,
     steady_state: SteadyState | None = None,
     counter_updates: float | None = None,
+    energy_j: float | None = None,
+    energy_uncertainty_j: float | None = None,
+    max_uncertainty_fraction: float = MAX_UNCERTAINTY_FRACTION,
     extra: Iterable[str] = (),
 ) -> list[str]:
     """Return the measurement warnings of one window (stable codes, de-duplicated).
@@ -66,6 +71,8 @@ def collect_warnings(
     ``steady_state``: the detection result when methodology is 'steady_state' (warns when not found);
     ``counter_updates``: counter steps in the window (``WindowEnergy.counter_updates``); when given it
     decides ``short_window`` instead of window_s / counter_update_interval_s.
+    ``energy_j``/``energy_uncertainty_j``: the window's energy and its stated ± (J); ``energy_uncertain``
+    is raised when the ± exceeds ``max_uncertainty_fraction`` of the energy (or is infinite).
     ``extra``: warnings from other stages (sampler, ``WindowEnergy.warnings``), merged in first; a code
     already present there is not emitted again (the earlier stage's detail wins).
     """
@@ -116,6 +123,14 @@ def collect_warnings(
         out.append(make_warning("counter_trace_disagreement",
                                 f"energy counter and power-trace integral differ by {energy_trace_agreement:.1%} "
                                 f"(limit {MAX_COUNTER_TRACE_DISAGREEMENT:.0%})"))
+
+    if energy_uncertainty_j is not None and energy_j is not None and (
+            not math.isfinite(energy_uncertainty_j) or energy_uncertainty_j > max_uncertainty_fraction * abs(energy_j)):
+        share = (f"{energy_uncertainty_j / abs(energy_j):.2%}" if energy_j and math.isfinite(energy_uncertainty_j)
+                 else "unbounded")
+        out.append(make_warning("energy_uncertain",
+                                f"energy {energy_j:.3f} J ± {energy_uncertainty_j:.3g} J ({share}, limit "
+                                f"{max_uncertainty_fraction:.1%}): treat this number as doubtful"))
 
     if baseline_enabled and baseline_power_w is None:
         out.append(make_warning("baseline_unavailable", "no idle baseline power; energy_adjusted_j is unavailable"))
@@ -171,8 +186,8 @@ def reproducibility_notes(
         if device_kind == "replay":
             parts.append("REPLAY device: power and energy were replayed from a recorded trace, not measured live.")
         if energy_method == "nvml_counter":
-            corr = ("with boundary correction (the partial counter steps at both ends filled from the instant "
-                    "power samples)" if boundary_correction else
+            corr = ("with boundary correction (the partial counter steps at both ends filled from instant power "
+                    "polled densely until the counter's next update edge)" if boundary_correction else
                     "without boundary correction (each end may be off by up to one ~100 ms counter step)")
             text = (f"Energy from the NVML cumulative energy counter (nvmlDeviceGetTotalEnergyConsumption, mJ) read "
                     f"at the window boundaries {corr}, summed over {devs}; cross-checked against the integral of "
@@ -181,9 +196,11 @@ def reproducibility_notes(
                 text += f" (difference {energy_trace_agreement:.2%})"
             parts.append(text + ".")
         elif energy_method == "trace_integral":
-            parts.append(f"Energy is the trapezoidal integral of instant power sampled every {every}, summed over "
-                         f"{devs} (the NVML energy counter is unsupported here); power readings average over "
-                         "part of each update period, so short bursts can be missed.")
+            parts.append(f"The NVML energy counter is unsupported here: energy comes from the 1 s averaged power "
+                         "(nvmlDeviceGetPowerUsage) integrated over the window shifted by 1 s, corrected at both "
+                         "ends from instant power polled densely for 1 s after each boundary (where no averaged "
+                         f"power was read: the trapezoidal integral of instant power sampled every {every}), "
+                         f"summed over {devs}.")
         else:
             parts.append("No energy method was recorded.")
     if uncertainty_j is not None:

@@ -154,12 +154,15 @@ class Sampler:
                     r = self._last_full[i] = device.read()
                 else:  # fast tick: power and counter only; the slow quantities hold their last full read
                     r = dataclasses.replace(self._last_full[i], power_w=device.power_w(), energy_mj=device.energy_mj())
+                    if r.energy_mj is None and hasattr(device, "average_power_w"):
+                        r = dataclasses.replace(r, power_avg_w=device.average_power_w())
                 t_b = self.clock()
                 rows.append({
                     "device_index": i,
                     "t_mono_s": 0.5 * (t_a + t_b),
                     "utc_ns": self.utc_ns(),
                     "power_w": _f(r.power_w),
+                    "power_avg_w": _f(r.power_avg_w),
                     "energy_mj": _f(r.energy_mj),
                     "temperature_c": _f(r.temperature_c),
                     "sm_clock_mhz": _f(r.sm_clock_mhz),
@@ -358,6 +361,8 @@ def read_timeseries_parquet(path: str | os.PathLike[str]) -> Samples:
     for name, dt in COLUMNS.items():
         if name == "utc_ns":
             arr = table.column("utc").cast("int64").to_numpy()
+        elif name not in table.column_names:  # in memory only (power_avg_w): the run folder does not keep it
+            arr = np.full(table.num_rows, np.nan if dt.kind == "f" else -1)
         else:
             arr = table.column(name).to_numpy()
         cols[name] = np.asarray(arr, dtype=dt)

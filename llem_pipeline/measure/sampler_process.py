@@ -100,7 +100,7 @@ def _child_main(conn: Any, opener: Callable[[], list[Any]], sampler_kwargs: dict
         conn.send(("fail", f"opening the devices in the sampler process failed: {type(exc).__name__}: {exc}"))
         return
     sampler = Sampler(devices, **sampler_kwargs)
-    monitor = EnergyMonitor(devices, poll_interval_s=poll_interval_s, calibrate=False)
+    monitor = EnergyMonitor(devices, poll_interval_s=poll_interval_s, start_polls="inline")
     conn.send(("ok", {"pid": os.getpid(), "uuids": [d.uuid for d in devices]}))
     try:
         while True:
@@ -158,7 +158,7 @@ class ProcessSampler:
 
     def __init__(self, opener: Callable[[], list[Any]], device_uuids: Sequence[str], interval_s: float = 0.1, *,
                  dither: float = 1.0, seed: int | None = 0, full_read_every: int = 1,
-                 poll_interval_s: float = 0.002, clock: Callable[[], float] = time.perf_counter) -> None:
+                 poll_interval_s: float = 0.0005, clock: Callable[[], float] = time.perf_counter) -> None:
         self.device_uuids = tuple(device_uuids)
         self.interval_s = float(interval_s)
         self.clock = clock
@@ -265,11 +265,14 @@ class ProcessSampler:
         except SamplerProcessError:
             return Samples.empty(self.device_uuids)
 
-    def poll_edges_async(self, until_edges: int, timeout_s: float, min_s: float = 0.0) -> PendingPolls:
+    def poll_edges_async(self, until_edges: int, timeout_s: float, min_s: float = 0.0,
+                         power_span_s: float = 0.0) -> PendingPolls:
         """Starts boundary polls in the child (counter and power every ``poll_interval_s`` until the counter
-        stepped ``until_edges`` times, at most ``timeout_s`` s) and returns at once; see ``PendingPolls``."""
-        ticket = self._send("poll", {"until_edges": until_edges, "timeout_s": timeout_s, "min_s": min_s})
-        return PendingPolls(self, ticket, timeout_s)
+        stepped ``until_edges`` times, at most ``timeout_s`` s; devices without a counter: power for
+        ``power_span_s`` s) and returns at once; see ``PendingPolls``."""
+        ticket = self._send("poll", {"until_edges": until_edges, "timeout_s": timeout_s, "min_s": min_s,
+                                     "power_span_s": power_span_s})
+        return PendingPolls(self, ticket, max(timeout_s, power_span_s))
 
     def mark(self, label: str) -> float:
         """Records a labelled instant (same clock as the child's rows); returns it, s."""

@@ -15,6 +15,7 @@ COLUMNS: dict[str, np.dtype] = {
     "t_mono_s": np.dtype("float64"),     # monotonic time of the read, s
     "utc_ns": np.dtype("int64"),         # UTC wall time of the read, ns since the epoch
     "power_w": np.dtype("float32"),      # instant power, W
+    "power_avg_w": np.dtype("float32"),  # the sensor's 1 s averaged power, W (read only without a counter; else NaN)
     "energy_mj": np.dtype("float64"),    # cumulative energy counter, mJ (NaN: no counter)
     "temperature_c": np.dtype("float32"),
     "sm_clock_mhz": np.dtype("float32"),

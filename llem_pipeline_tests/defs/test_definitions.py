@@ -98,7 +98,7 @@ def test_store_results_is_one_cpu_step_for_the_three_result_assets(defs: dg.Defi
 def test_asset_checks_cover_the_methodology_warnings(defs: dg.Definitions) -> None:
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert {
-        "schema_version", "energy_sane", "counter_trace_agreement", "window_long_enough",
+        "schema_version", "energy_sane", "counter_trace_agreement", "energy_certain", "window_long_enough",
         "no_throttling", "real_device", "no_regression", "repeatable",
     } <= checks
 

@@ -118,7 +118,7 @@ def test_counter_reset_inside_the_window_is_never_negative_and_is_reported():
 
 def test_a_counter_that_does_not_advance_is_not_silently_zero():
     rig = make_rig(250.0, sim_kwargs={"counter_period_s": 1e6, "counter_phase_s": 5e5})
-    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 3.0, calibrate=False)
+    w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 3.0)
     assert "counter_reset" in codes(w)
     assert w.total_energy_j == pytest.approx(true, rel=0.01)
 
@@ -127,8 +127,10 @@ def test_unsupported_counter_falls_back_to_the_trace_integral():
     rig = make_rig(Ramp(100.0, 300.0, 10.0), fake_kwargs={"unsupported": ["energy"]})
     w, true, _, _ = run_window(rig.devices, rig.sims, rig.clock, 5.0)
     assert w.method == "trace_integral" and "energy_counter_unsupported" in codes(w)
-    assert w.agreement is None and w.total_energy_j == pytest.approx(w.trace_energy_j)
-    assert w.total_energy_j == pytest.approx(true, rel=0.01)
+    assert w.agreement is None and w.trace_energy_j is not None
+    # the 1 s averaged power chain plus the densely polled remainder, within the ± it states
+    assert abs(w.total_energy_j - true) <= w.uncertainty_j
+    assert abs(w.total_energy_j - true) <= abs(w.trace_energy_j - true)
 
 
 def test_simulated_devices_report_method_simulated():
@@ -236,7 +238,7 @@ FAST_WRAP_MJ = 37_500  # 0.25 s of 150 W: several wraps per window
 
 
 def harness_like_windows(period_s, model, seed, *, wrap=False, locked=False, interval_s=0.01, duration_s=0.7):
-    """One measurement like ``measure_process``: sampler every 10 ms, EnergyMonitor begin (calibrates) ...
+    """One measurement like ``measure_process``: sampler every 10 ms, calibration, EnergyMonitor begin ...
     end, and the reported window [first submission, last token] computed from the sampler rows with the
     monitor's learned timing. ``locked``: sampler on a plain grid 0.3 ms after the counter's edges (the
     worst case for edge bracketing). Returns [(error J, ± J, exact J)] for the monitor window and the
@@ -250,6 +252,7 @@ def harness_like_windows(period_s, model, seed, *, wrap=False, locked=False, int
         clock.set(sim.start_s + sim.counter_phase_s + 0.0003)
     driver = _ThreadLikeClock(clock, sampler, 0.0003, seed)
     monitor = EnergyMonitor([sim], sampler, clock=clock, sleep=driver.sleep, poll_interval_s=0.002)
+    monitor.calibrate()  # as measure_process does, before warmup
     driver.sleep(rng.uniform(0.05, 0.5))  # model load / warmup
     start = monitor.begin_window()
     driver.sleep(rng.uniform(0.0, 0.003))

@@ -42,6 +42,8 @@ def test_clean_measurement_has_no_warnings():
     ({"output_tokens": 0}, "no_output_tokens"),
     ({"energy_method": "trace_integral", "energy_trace_agreement": None}, "energy_counter_unsupported"),
     ({"steady_state": SteadyState(0, 10, False, "power never settled", 0)}, "steady_state_not_found"),
+    ({"energy_j": 1000.0, "energy_uncertainty_j": 5.01}, "energy_uncertain"),
+    ({"energy_j": 1000.0, "energy_uncertainty_j": float("inf")}, "energy_uncertain"),
 ])
 def test_each_condition_yields_exactly_its_code(override, code):
     assert code in WARNING_CODES
@@ -56,6 +58,8 @@ def test_thresholds_are_inclusive_limits():
     assert codes(persistence_modes=[None, None]) == []           # unknown is not "off"
     assert codes(baseline_enabled=False, baseline_power_w=None) == []
     assert codes(counter_update_interval_s=0.25) == ["short_window"]   # 300 x 250 ms = 75 s > 60 s
+    assert codes(energy_j=1000.0, energy_uncertainty_j=5.0) == []   # exactly 0.5 % of the energy
+    assert codes(energy_j=1000.0, energy_uncertainty_j=None) == []  # no ± stated: nothing to judge
 
 
 def test_details_name_the_numbers():
@@ -106,8 +110,8 @@ def test_notes_for_simulated_replay_and_trace_integral():
     rep = reproducibility_notes("nvml_counter", "replay", 0.1, 1.0)
     assert rep.startswith("REPLAY device") and "energy counter" in rep
     tr = reproducibility_notes("trace_integral", "nvml", 0.1, 2.0)
-    assert tr.startswith("Energy is the trapezoidal integral of instant power sampled every 100 ms")
-    assert "counter is unsupported" in tr
+    assert tr.startswith("The NVML energy counter is unsupported here")
+    assert "1 s averaged power" in tr and "sampled every 100 ms" in tr
 
 
 def test_notes_describe_the_window():

@@ -94,7 +94,7 @@ def test_thread_samples_until_stopped_and_survives_a_failing_device():
 
 
 def test_one_hour_at_10_hz_for_8_gpus_fits_in_50_mb():
-    assert ROW_BYTES == 58
+    assert ROW_BYTES == 62  # 58 + the 4-byte power_avg_w column
     n = buffer_bytes(3600, 0.1, 8)
     assert n < 50e6
     assert n == -(-288_000 // DEFAULT_CHUNK_ROWS) * DEFAULT_CHUNK_ROWS * ROW_BYTES

@@ -168,7 +168,7 @@ def test_the_window_start_is_polled_in_the_child_while_the_caller_goes_on(monkey
     start_polls = _record_start_polls(monkeypatch)
     try:
         sampler.start()
-        monitor = EnergyMonitor(devices, sampler, calibrate=False)
+        monitor = EnergyMonitor(devices, sampler)
         monitor.calibrate()  # as the harness does, before warmup (here polled in this process)
         timing = monitor.counter_timing[0]
         polled_here: list[tuple] = []

@@ -7,16 +7,19 @@ reader must know (short window, simulated device, regression against the previou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from llem_pipeline.domain.experiment import SCHEMA_VERSION, ExperimentResult
 from llem_pipeline.domain.warnings import warning_code
+from llem_pipeline.measure.quality import MAX_UNCERTAINTY_FRACTION
 
 AGREEMENT_LIMIT = 0.05  # |E_counter − ∫P dt| / E_counter
 MIN_WINDOW_S = 30.0  # about 300 updates of the NVML energy counter
 REGRESSION_LIMIT = 0.10  # J/token more than 10 % above the previous run of the same config
 REPEATABILITY_CV_LIMIT = 0.05  # coefficient of variation of J/token over a config's runs of one day
+UNCERTAINTY_LIMIT = MAX_UNCERTAINTY_FRACTION  # stated ± of the raw energy over the raw energy (the warning's limit)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,25 @@ def check_counter_trace_agreement(result: ExperimentResult) -> CheckOutcome:
     return CheckOutcome("counter_trace_agreement", ok, "ERROR",
                         f"counter vs trace differ by {agreement:.2%} (limit {AGREEMENT_LIMIT:.0%})",
                         {"energy_trace_agreement": agreement})
+
+
+def check_energy_certain(result: ExperimentResult) -> CheckOutcome:
+    """Pass unless the energy's stated ± exceeds 0.5 % of it (or is unbounded) or the worker flagged a window
+    ``energy_uncertain``: the check fails on exactly the results whose number is doubtful."""
+    energy = result.total_energy_j
+    unc = result.energy_breakdown.uncertainty_j if result.energy_breakdown is not None else None
+    flagged = "energy_uncertain" in _codes(result)
+    wide = unc is not None and (not math.isfinite(unc) or unc > UNCERTAINTY_LIMIT * energy)
+    meta: dict[str, Any] = {"total_energy_j": energy}
+    if unc is not None and math.isfinite(unc):
+        meta["uncertainty_j"] = unc
+        meta["uncertainty_pct"] = 100.0 * unc / energy if energy > 0 else None
+    share = ("unknown" if unc is None else "unbounded" if not math.isfinite(unc)
+             else f"{unc / energy:.2%}" if energy > 0 else "n/a")
+    ok = not (flagged or wide)
+    text = (f"energy {energy:.3f} J ± {share} (limit {UNCERTAINTY_LIMIT:.1%})"
+            + ("; a window was flagged energy_uncertain" if flagged else ""))
+    return CheckOutcome("energy_certain", ok, "WARN", text, {k: v for k, v in meta.items() if v is not None})
 
 
 def check_window_length(result: ExperimentResult) -> CheckOutcome:
@@ -135,6 +157,7 @@ CHECK_DESCRIPTIONS: dict[str, str] = {
     "schema_version": "ExperimentResult.schema_version is exactly '2.0'.",
     "energy_sane": "Raw energy > 0 J and 0 J < baseline-adjusted energy ≤ raw energy.",
     "counter_trace_agreement": "NVML energy counter and integrated power trace agree within 5 %.",
+    "energy_certain": "The stated ± of the raw energy is at most 0.5 % of it (no window flagged energy_uncertain).",
     "window_long_enough": "Measurement window ≥ 30 s (≈ 300 energy-counter updates).",
     "no_throttling": "No thermal, power-cap or HW slowdown clock event inside the window.",
     "real_device": "Energy read from a live NVIDIA GPU; simulated/replayed measurements are flagged.",
@@ -150,6 +173,7 @@ def run_checks(result: ExperimentResult, previous: tuple[float, Any, str] | None
         check_schema_version(result),
         check_energy_sane(result),
         check_counter_trace_agreement(result),
+        check_energy_certain(result),
         check_window_length(result),
         check_no_throttling(result),
         check_real_device(result),

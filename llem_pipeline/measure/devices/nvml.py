@@ -262,15 +262,17 @@ class NvmlDevice:
 
     def read(self) -> DeviceReading:
         """Returns every sampled quantity (one sampler tick); NVMLErrors other than NOT_SUPPORTED propagate."""
+        energy = self.energy_mj()
         return DeviceReading(
             power_w=self.power_w(),
-            energy_mj=self.energy_mj(),
+            energy_mj=energy,
             temperature_c=self.temperature_c(),
             sm_clock_mhz=self.sm_clock_mhz(),
             mem_clock_mhz=self.mem_clock_mhz(),
             gpu_util_pct=self.gpu_util_pct(),
             mem_used_mb=self.mem_used_mb(),
             clock_event_reasons=self.clock_event_reasons(),
+            power_avg_w=self.average_power_w() if energy is None else None,
         )
 
     # -- lifetime -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class DeviceReading:
     gpu_util_pct: float | None
     mem_used_mb: float | None
     clock_event_reasons: int | None
+    power_avg_w: float | None = None  # the sensor's 1 s averaged power, W (read where the energy counter is missing)
 
 
 @runtime_checkable

@@ -175,6 +175,39 @@ class Piecewise:
         return float(self._cum[i] + dt * self.w[i] + 0.5 * slope * dt * dt)
 
 
+def spike_train(base_w: float, spike_w: float, duration_s: float, rate_hz: float, *,
+                widths_s: Sequence[float] = (0.005, 0.02), seed: int = 0) -> Piecewise:
+    """Returns a step trace at ``base_w`` W with short spikes to ``spike_w`` W over [0, duration_s] s: about
+    ``rate_hz`` spikes per second at uniformly random instants, each as wide as one of ``widths_s`` (s,
+    drawn at random). Spikes never overlap; the trace is exact, so its energy is known."""
+    rng = np.random.default_rng(seed)
+    points: list[tuple[float, float]] = [(0.0, base_w)]
+    t = 0.0
+    while True:
+        t += float(rng.exponential(1.0 / rate_hz))
+        width = float(rng.choice(np.asarray(widths_s, dtype=float)))
+        if t + width >= duration_s:
+            break
+        points += [(t, spike_w), (t + width, base_w)]
+        t += width
+    return Piecewise(points)
+
+
+def jittered_square(freq_hz: float, duty: float, low_w: float, high_w: float, duration_s: float, *,
+                    jitter_s: float = 0.05, seed: int = 0) -> Piecewise:
+    """Returns a square load over [0, duration_s] s: ``high_w`` for ``duty`` of each 1/``freq_hz`` period
+    and ``low_w`` otherwise, each high phase's length moved by U(−jitter_s, +jitter_s) s (kept inside its
+    period), so the load is not periodic and beats against no sampling or counter grid."""
+    rng = np.random.default_rng(seed)
+    period = 1.0 / freq_hz
+    points: list[tuple[float, float]] = []
+    for k in range(math.ceil(duration_s * freq_hz) + 1):
+        t = k * period
+        high = min(max(duty * period + float(rng.uniform(-jitter_s, jitter_s)), 0.1 * period), 0.9 * period)
+        points += [(t, high_w), (t + high, low_w)]
+    return Piecewise(points)
+
+
 class Noisy:
     """Adds seeded Gaussian noise to a base model: piecewise constant on cells of ``cell_s``.
 
@@ -354,7 +387,7 @@ class SimulatedDevice:
         counter_phase_s: float = 0.0,
         counter_offset_mj: int = 0,
         counter_modulus_mj: int | None = None,
-        counter_reset_at_s: float | None = None,
+        counter_reset_at_s: float | Sequence[float] | None = None,
         energy_supported: bool = True,
         temperature: Callable[[float, float], float] | None = None,
         reason_spans: Sequence[ReasonSpan] = (),
@@ -389,6 +422,19 @@ class SimulatedDevice:
         self.memory_used_mb = memory_used_mb
         self.base_sm_clock_mhz = sm_clock_mhz
         self.base_mem_clock_mhz = mem_clock_mhz
+
+    @property
+    def counter_reset_at_s(self) -> float | list[float] | None:
+        """Returns the time(s) the counter restarts at 0, s since start (None: never)."""
+        return self._reset_spec
+
+    @counter_reset_at_s.setter
+    def counter_reset_at_s(self, value: float | Sequence[float] | None) -> None:
+        """Sets when the counter restarts at 0: one time or several, s since start (None: never); may change
+        while the device runs (a driver reload at a chosen moment)."""
+        self._reset_spec = value if value is None or isinstance(value, int | float) else sorted(value)
+        self._resets = [] if value is None else (
+            [float(value)] if isinstance(value, int | float) else [float(r) for r in sorted(value)])
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -426,8 +472,9 @@ class SimulatedDevice:
         if not self.energy_supported:
             return None
         edge = self.last_counter_edge_s(t)
-        if self.counter_reset_at_s is not None and t >= self.counter_reset_at_s:
-            r = self.counter_reset_at_s
+        k = bisect.bisect_right(self._resets, t)
+        if k:
+            r = self._resets[k - 1]
             e_j = 0.0 if edge is None or edge < r else self.model.cumulative_j(edge) - self.model.cumulative_j(r)
             value = math.floor(e_j * 1000.0 + 1e-9)
         else:

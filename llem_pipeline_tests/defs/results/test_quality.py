@@ -40,6 +40,23 @@ def test_counter_trace_agreement_limit(nvml_result: ExperimentResult) -> None:
     assert Q.check_counter_trace_agreement(nvml_result.model_copy(update={"energy_trace_agreement": None})).passed
 
 
+def test_energy_certain_flags_exactly_the_results_whose_uncertainty_is_too_wide(nvml_result: ExperimentResult) -> None:
+    energy = nvml_result.total_energy_j
+    breakdown = nvml_result.energy_breakdown
+    assert breakdown is not None
+
+    def with_unc(unc: float, warnings: list[str] | None = None) -> ExperimentResult:
+        return nvml_result.model_copy(update={"energy_breakdown": breakdown.model_copy(update={"uncertainty_j": unc}),
+                                              "measurement_warnings": warnings or []})
+
+    assert Q.check_energy_certain(with_unc(0.005 * energy)).passed
+    wide = Q.check_energy_certain(with_unc(0.0051 * energy))
+    assert not wide.passed and wide.severity == "WARN" and wide.metadata["uncertainty_pct"] > 0.5
+    assert not Q.check_energy_certain(with_unc(float("inf"))).passed
+    flagged = Q.check_energy_certain(with_unc(0.001 * energy, ["energy_uncertain: energy 1 J ± 0.1 J"]))
+    assert not flagged.passed and "flagged" in flagged.description
+
+
 def test_short_window_warns(nvml_result: ExperimentResult) -> None:
     outcome = Q.check_window_length(nvml_result.model_copy(update={"total_inference_time_sec": 5.0}))
     assert not outcome.passed and outcome.severity == "WARN"
