@@ -11,7 +11,7 @@ stored energy.
 
 The NVML energy counter (mJ) only changes at update edges, about every 100 ms, and between edges holds
 the energy up to the last edge. A plain delta of two reads therefore errs by up to one counter step at
-each end of the window. The correction (SPEC §3.2):
+each end of the window. The correction (docs/methodology-energy.md):
 
     E[t0, t1] = C(e1) − C(e0) + ∫_{e1}^{t1} P dt − ∫_{e0}^{t0} P dt
 

@@ -1,7 +1,7 @@
-"""The harness: one engine process's measurement, in SPEC order.
+"""The harness: one engine process's measurement, in the order of docs/methodology.md §3.
 
 model load → prompts (tokenised once) → sampler on → energy-counter calibration → warmup (+ thermal
-floor) → window begin (polls to the next counter edge, ≤ one counter period) → run → window end →
+floor) → window begin (returns at once; the start's counter-edge polls run beside the engine) → run → window end →
 sampler off → cleanup (always, in ``finally``) → analysis of the reported window (total /
 steady_state / windowed) → ``RawProcessResult``.
 
@@ -11,7 +11,6 @@ starts (same devices, no model loaded) and passed in. Nothing here imports dagst
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,22 +103,22 @@ def make_sampler(devices: Sequence[Device], interval_s: float,
                  mode: str | None = None) -> tuple[Sampler | ProcessSampler, str]:
     """Returns (the sampler for ``devices`` at ``interval_s`` s, 'process' or 'thread').
 
-    ``mode`` (default: env ``LLEM_SAMPLER``, else 'auto'): 'process' samples from a spawned process that
+    ``mode`` (default 'auto'; the worker's ``--sampler``, which the pipeline sets from LLEM_SAMPLER): 'process' samples from a spawned process that
     opens the same GPUs (no GIL shared with the engine; the start's edge polls run there while the engine
     starts) and raises ValueError for devices that cannot be reopened elsewhere; 'thread' samples from a
     thread of this process; 'auto' takes 'process' whenever the devices allow it (NVML GPUs) and 'thread'
     otherwise (in-process simulated devices). A process sampler is spawned here, so it opens NVML while
     the caller loads the model.
     """
-    mode = mode or os.environ.get("LLEM_SAMPLER") or "auto"
+    mode = mode or "auto"
     if mode not in ("auto", "process", "thread"):
-        raise ValueError(f"sampler mode {mode!r} (LLEM_SAMPLER) must be 'auto', 'process' or 'thread'")
+        raise ValueError(f"sampler mode {mode!r} (--sampler, LLEM_SAMPLER) must be 'auto', 'process' or 'thread'")
     if mode != "thread":
         opener, why = child_opener(devices)
         if opener is not None:
             return ProcessSampler(opener, [d.uuid for d in devices], interval_s).prepare(), "process"
         if mode == "process":
-            raise ValueError(f"sampler mode 'process' (LLEM_SAMPLER): {why}; use 'thread' or 'auto'")
+            raise ValueError(f"sampler mode 'process' (--sampler, LLEM_SAMPLER): {why}; use 'thread' or 'auto'")
     return Sampler(devices, interval_s=interval_s), "thread"
 
 
@@ -145,7 +144,7 @@ def measure_process(
     ``baseline``: idle power of these devices (or None when disabled/unavailable). The engine is
     always cleaned up, also on error. Raises whatever the engine raises; the sampler never crashes
     the window (an NVML error ends sampling with the samples taken and a warning). ``sampler_mode``:
-    'process', 'thread' or 'auto' (default: env ``LLEM_SAMPLER``, else 'auto'), see ``make_sampler``.
+    'process', 'thread' or 'auto' (default 'auto'), see ``make_sampler``.
     """
     emit = on_progress or _noop
     steps = _Steps(emit)
@@ -214,7 +213,7 @@ def _analyse(config: ExperimentConfig, devices: Sequence[Device], records: list[
     """Turn the run's records and samples into the RawProcessResult of the reported window."""
     if not records:
         raise RuntimeError("the engine returned no request records: nothing was measured")
-    # The measurement window: first submission → last token (SPEC §1), inside the energy boundary polls.
+    # The measurement window: first submission → last token (docs/methodology.md §1), inside the energy boundary polls.
     t_sub = min(r.submit_time_s for r in records)
     t_done = max(r.done_time_s for r in records)
     interval_s = config.energy.sample_interval_ms / 1000.0
