@@ -46,11 +46,18 @@ class FleetError(RuntimeError):
 
 @dataclass(frozen=True)
 class GpuHost:
-    """One Celery worker standing in for a GPU host: its name, hardware target and simulated GPU model."""
+    """One Celery worker standing in for a GPU host: its name, hardware target and simulated GPU model.
+
+    ``cpus``, when given, is the set of CPU numbers the host's worker is pinned to (``os.sched_setaffinity``
+    in the spawned worker, inherited by the steps and measurement subprocesses it starts): a simulated GPU
+    computes on the CPU, so pinning gives each simulated host its own compute the way a real host has its own
+    GPU. None (the default) leaves the worker on every CPU of this machine.
+    """
 
     name: str
     target: str
     model: str
+    cpus: tuple[int, ...] | None = None
 
 
 DEFAULT_HOSTS = (GpuHost("h100-1", "h100", "H100-SXM5-80GB"), GpuHost("a100-1", "a100", "A100-SXM4-40GB"))
@@ -131,12 +138,15 @@ class LocalFleet:
         return env
 
     # -- processes -------------------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+               cpus: tuple[int, ...] | None = None) -> Proc:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         with open(log, "ab") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env or self.env(), cwd=str(cwd or PROJECT_ROOT), start_new_session=True)
+                                     env=env or self.env(), cwd=str(cwd or PROJECT_ROOT), start_new_session=True,
+                                     preexec_fn=pin)
         proc = Proc(name, popen, log)
         self.procs[name] = proc
         return proc
@@ -210,20 +220,29 @@ class LocalFleet:
         if code != 0:
             raise FleetError("the Dagster instance could not open its Postgres storage (LLEM_PG_URL)")
 
-    def start_worker(self, name: str, queue: str, **env: str) -> Proc:
-        """Start a single-slot Celery worker named ``name`` on ``queue`` (a GPU host or the storage host)."""
+    def start_worker(self, name: str, queue: str, cpus: tuple[int, ...] | None = None, **env: str) -> Proc:
+        """Start a single-slot Celery worker named ``name`` on ``queue`` (a GPU host or the storage host), pinned
+        to ``cpus`` when given (see GpuHost)."""
         celery = Path(sys.executable).with_name("celery")
         proc = self._spawn(f"worker-{name}", [
             str(celery), "-A", "llem_pipeline.fleet.celery_app", "worker", "-Q", queue, "-c", "1", "-n", f"{name}@%h",
-            "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "-l", "INFO"], env=self.env(**env))
+            "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "-l", "INFO"], env=self.env(**env),
+            cpus=cpus)
         self._wait_for(f"celery worker {name}", lambda: "ready." in proc.log.read_text(errors="replace"), proc, 120)
         return proc
 
     def start_gpu_host(self, host: GpuHost) -> Proc:
-        """Start the Celery worker of GPU host ``host`` on queue gpu-<target>, with its own GPU locks."""
+        """Start the Celery worker of GPU host ``host`` on queue gpu-<target>, with its own GPU locks, pinned to
+        ``host.cpus`` when given. Raises FleetError when ``host.cpus`` names no CPU or one this process may not
+        use."""
+        if host.cpus is not None:
+            usable = os.sched_getaffinity(0)
+            if not host.cpus or not set(host.cpus) <= usable:
+                raise FleetError(f"GpuHost {host.name!r}: cpus={host.cpus!r} is not a non-empty subset of the CPUs "
+                                 f"this process may use {sorted(usable)}; name CPUs from that list or cpus=None")
         locks = self.root / "hosts" / host.name / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        return self.start_worker(host.name, f"gpu-{host.target}", LLEM_TARGET=host.target,
+        return self.start_worker(host.name, f"gpu-{host.target}", cpus=host.cpus, LLEM_TARGET=host.target,
                                  LLEM_SIM_GPU_MODEL=host.model, LLEM_LOCKS_DIR=str(locks))
 
     def start_storage(self) -> Proc:

@@ -5,6 +5,7 @@ The cases run in order on one fleet (starting it costs about a minute on a 2-cor
 both targets' results land with their own hardware_id; a GPU worker killed mid-measurement is retried once
 on the other h100 host; with the storage worker down a run waits and completes when it returns; a Redis
 restart loses no run; the store then holds exactly one result per successful run and its audit is clean;
+a GPU host pinned to a CPU runs there (its pool process too), one pinned to a CPU it may not use is refused;
 stopping the fleet leaves no process and no port behind.
 """
 
@@ -22,7 +23,7 @@ import dagster as dg
 import psutil
 import pytest
 
-from llem_pipeline.fleet.local import GpuHost, LocalFleet, port_open
+from llem_pipeline.fleet.local import FleetError, GpuHost, LocalFleet, port_open
 from llem_pipeline.storage import ResultStore
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -249,6 +250,26 @@ def test_store_holds_one_result_per_successful_run_and_its_audit_is_clean(fleet,
     assert sorted(r["run_id"] for r in stored) == sorted(succeeded)
     assert {r["hardware_id"] for r in stored} == set(HARDWARE.values())
     assert ResultStore(fleet.duckdb).audit() == []
+
+
+def test_a_pinned_gpu_host_and_the_pool_process_it_forks_run_on_its_cpus_only(fleet):
+    cpu = max(os.sched_getaffinity(0))
+    proc = fleet.start_gpu_host(GpuHost("pinned-1", "pinned", "H100-SXM5-80GB", cpus=(cpu,)))
+    try:
+        top = psutil.Process(proc.popen.pid)
+        tree = [top, *top.children(recursive=True)]
+        assert len(tree) >= 2, "the Celery worker and its pool process"
+        assert {p.pid: p.cpu_affinity() for p in tree} == {p.pid: [cpu] for p in tree}
+    finally:
+        fleet.stop_proc(proc.name)
+
+
+def test_a_gpu_host_pinned_to_a_cpu_it_may_not_use_is_refused_with_the_fix(tmp_path):
+    fleet = LocalFleet(hosts=(), root=tmp_path)
+    unusable = max(os.sched_getaffinity(0)) + 1
+    with pytest.raises(FleetError, match=rf"cpus=\({unusable},\).*name CPUs from that list"):
+        fleet.start_gpu_host(GpuHost("bad-1", "bad", "H100-SXM5-80GB", cpus=(unusable,)))
+    assert fleet.procs == {}
 
 
 def test_stopping_the_fleet_leaves_no_process_or_port_behind(fleet):
