@@ -72,7 +72,8 @@ test-vllm:
 ui: setup
 	LLEM_DEVICES=$${LLEM_DEVICES:-simulated} UI_PORT=$(UI_PORT) .venv/bin/llem ui
 
-bench: setup
+# Every bench prints its table and a final RESULT line; bench/fleet_dispatch.py needs the local fleet's packages.
+bench: setup fleet-deps .venv/.fleet-installed
 	$(PIP) install -q -e '.[bench]'
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
