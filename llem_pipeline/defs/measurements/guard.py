@@ -47,15 +47,26 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def run_guarded(command: list[str], timeout_s: float, grace_s: float, stderr_log: Path) -> int:
     """Run ``command`` under the limit; returns its exit code, or 124 when it was stopped for running too long."""
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
-    copier = threading.Thread(target=_copy_stderr, args=(proc.stderr, stderr_log), daemon=True)
-    copier.start()
+    # The forwarding handlers are in place before the child exists: a SIGINT/SIGTERM that arrives while the
+    # guard starts (the child may already be running its own code) is held and sent to the child's group the
+    # moment it has one, never lost to the guard's default handler.
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
 
     def forward(signum, _frame):
-        _signal_group(proc, signum)
+        if started:
+            _signal_group(started[0], signum)
+        else:
+            pending.append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, forward)
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    started.append(proc)
+    for signum in pending:
+        _signal_group(proc, signum)
+    copier = threading.Thread(target=_copy_stderr, args=(proc.stderr, stderr_log), daemon=True)
+    copier.start()
     exited = threading.Event()
     timed_out = threading.Event()
 
