@@ -21,11 +21,12 @@ _CHUNK = 1 << 20
 
 def _filesystem(url: str):
     """Return (pyarrow FileSystem, base path) of ``url``; raises RunFolderError naming the URL when unusable."""
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
     try:
         return pafs.FileSystem.from_uri(url)
-    except Exception as err:  # ArrowInvalid, ArrowNotImplementedError: an unknown scheme or a malformed URL
+    except pa.ArrowException as err:  # an unknown scheme or a malformed URL (ArrowInvalid, ArrowNotImplementedError)
         raise RunFolderError(f"run store {url!r} is not a usable pyarrow.fs URL ({err}): use e.g. "
                              "s3://bucket/llem/runs or file:///shared/llem/runs (LLEM_RUN_STORE)") from None
 
