@@ -218,6 +218,20 @@ def _model(cls: type[BaseModel], path: Path) -> Any:
         raise RunFolderError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
+def _optional_json_object(path: Path) -> dict[str, Any] | None:
+    """Return the JSON object in ``path``, or None when the file is absent; RunFolderError when it is unreadable,
+    not JSON, or not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: must be a JSON object")
+    return data
+
+
 def _parquet(path: Path, allowed: tuple[str, ...]):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -314,15 +328,9 @@ class RunFolder:
     @cached_property
     def baseline(self) -> dict[str, Any] | None:
         """baseline.json (idle power per device in W, duration in s, provenance), or None when disabled."""
-        path = self.file(BASELINE)
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise RunFolderError(f"{path}: must be a JSON object with a 'devices' list")
+        data = _optional_json_object(self.file(BASELINE))
+        if data is not None and not isinstance(data.get("devices"), list):
+            raise RunFolderError(f"{self.file(BASELINE)}: must be a JSON object with a 'devices' list")
         return data
 
     @cached_property
@@ -346,16 +354,7 @@ class RunFolder:
     @cached_property
     def attribution(self) -> dict[str, Any] | None:
         """attribution.json (the run's energy attribution summary, J; measure/attribution.py), or None when absent."""
-        path = self.file(ATTRIBUTION)
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunFolderError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise RunFolderError(f"{path}: must be a JSON object (Attribution.summary())")
-        return data
+        return _optional_json_object(self.file(ATTRIBUTION))
 
     @cached_property
     def result(self) -> ExperimentResult:

@@ -339,6 +339,16 @@ class ResultStore:
         con.execute(sql, list(params))
         con.unregister(_STAGING)
 
+    def _write_table(self, name: str, table: pa.Table, sql: str) -> int:
+        """Insert ``table`` into ``name`` with ``sql`` (reading the staging view) in one transaction; return rows written."""
+        self._ready()
+
+        def work(con: duckdb.DuckDBPyConnection) -> int:
+            self._insert(con, name, table, sql)
+            return table.num_rows
+
+        return self._write(work)
+
     @contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         con = locking.connect(self.path, read_only=True, timeout_s=self.lock_timeout_s, config=READ_CONFIG)
@@ -396,31 +406,14 @@ class ResultStore:
             rows.append({**R.config_row(study, config_hash, config, now), "retired_at": None})
         if not rows:
             return 0
-        table = R.rows_to_table(rows)
-        self._ready()
-
-        def work(con: duckdb.DuckDBPyConnection) -> int:
-            con.register(_STAGING, table)
-            con.execute(f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
-            con.unregister(_STAGING)
-            return table.num_rows
-
-        return self._write(work)
+        return self._write_table("experiment_configs", R.rows_to_table(rows),
+                                 f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
 
     def write_factors(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Append ``factors`` rows (storage/factors.py builds and validates them) in one transaction; return rows written."""
         if not rows:
             raise StorageError("rows=[]: give at least one factor")
-        table = R.rows_to_table(rows)
-        self._ready()
-
-        def work(con: duckdb.DuckDBPyConnection) -> int:
-            con.register(_STAGING, table)
-            con.execute(f"INSERT INTO factors BY NAME SELECT * FROM {_STAGING}")
-            con.unregister(_STAGING)
-            return table.num_rows
-
-        return self._write(work)
+        return self._write_table("factors", R.rows_to_table(rows), f"INSERT INTO factors BY NAME SELECT * FROM {_STAGING}")
 
     def write_run(self, record: RunRecord) -> dict[str, int]:
         """Write one measurement run in one transaction (``write_runs([record])``); return {table: rows written}."""
@@ -458,9 +451,8 @@ class ResultStore:
 
         def work(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
             if table is not None:
-                con.register(_STAGING, table)
-                con.execute(f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
-                con.unregister(_STAGING)
+                self._insert(con, "experiment_configs", table,
+                             f"INSERT OR REPLACE INTO experiment_configs BY NAME SELECT * FROM {_STAGING}")
             retired = con.execute(
                 "UPDATE experiment_configs AS c SET retired_at = ? "
                 "WHERE c.retired_at IS NULL "
