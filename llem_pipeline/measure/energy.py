@@ -271,14 +271,14 @@ def _timing_band(lo: float, hi: float, timing: CounterTiming) -> tuple[float, fl
 
 
 def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi: float,
-             timing: CounterTiming | None) -> _Anchor:
+             timing: CounterTiming | None, modulus: float | None = None) -> _Anchor:
     """Returns the anchor for observation ``b``: where the update edge that produced its value lies.
 
     The observations showing that value form a run (first ``f``, last ``l``). Its edge is at or before
     ``ct[f]`` and after the latest observation before the run (another value); the next edge comes after
-    ``ct[l]``, so the edge is no earlier than ``ct[l] − period_hi``; and (``period_lo`` > 0) the next edge is
-    at or before the first observation after the run, so the edge is no later than that minus
-    ``period_lo``. ``timing`` narrows this interval further when exactly one predicted edge band meets it.
+    ``ct[l]``, so the edge is no earlier than ``ct[l] − period_hi``; and (``period_lo`` > 0, the next value
+    higher, or lower with a known wrap ``modulus``) the next edge is at or before the first observation after
+    the run, so the edge is no later than that minus ``period_lo``. ``timing`` narrows this interval further when exactly one predicted edge band meets it.
     The anchor's edge is the middle of the interval (the predicted edge with timing) and its half width
     the ± (s).
     """
@@ -299,7 +299,9 @@ def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi
     how = "assumed"
     if len(before) and ct[first - 1] > lo:
         lo, how = float(ct[first - 1]), "bracket"
-    if period_lo > 0 and len(after) and ct[last + 1] - period_lo < hi:
+    # The next value bounds this edge from above only when it came from the next update edge: a counter that
+    # went down without a known modulus (a reset) may have changed at any time, no period after it.
+    if period_lo > 0 and len(after) and (cv[last + 1] > v or modulus) and ct[last + 1] - period_lo < hi:
         hi, how = float(ct[last + 1]) - period_lo, "bracket"
     if hi < lo:  # timestamps jitter beyond the period bounds: fall back to the one-period interval
         lo, hi, how = t_b - period_hi, t_b, "assumed"
@@ -318,7 +320,7 @@ def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi
 
 def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing: CounterTiming | None,
                  correct: bool, trace: _Trace | None = None, pt: np.ndarray | None = None,
-                 pv: np.ndarray | None = None) -> _Anchor | None:
+                 pv: np.ndarray | None = None, modulus: float | None = None) -> _Anchor | None:
     """Picks the counter observation and update edge used at boundary ``t``.
 
     ``ct``/``cv``: every counter observation (dense boundary polls and sampler rows), sorted by time.
@@ -351,7 +353,7 @@ def _find_anchor(ct: np.ndarray, cv: np.ndarray, t: float, period: float, timing
     best: _Anchor | None = None
     best_score = math.inf
     for b in sorted(cands):
-        a = _edge_of(ct, cv, b, period_lo, period_hi, timing)
+        a = _edge_of(ct, cv, b, period_lo, period_hi, timing, modulus)
         if trace is not None:
             pmax, prange, gap = trace.span_stats(a.edge_s, t)
             # The interpolation term assumes the load's whole swing (not just the swing of the points
@@ -575,8 +577,8 @@ def window_energy(
             pt, pv = p_i["t_mono_s"][okp][order], p_i["energy_mj"][okp][order]
         timing = timings[i] if i < len(timings) else None
         p = timing.period_s if timing is not None else period
-        a0 = _find_anchor(ct, cv, t0_s, p, timing, boundary_correction, trace_all, pt, pv)
-        a1 = _find_anchor(ct, cv, t1_s, p, timing, boundary_correction, trace_all, pt, pv)
+        a0 = _find_anchor(ct, cv, t0_s, p, timing, boundary_correction, trace_all, pt, pv, moduli[i])
+        a1 = _find_anchor(ct, cv, t1_s, p, timing, boundary_correction, trace_all, pt, pv, moduli[i])
         if a0 is None or a1 is None:
             no_counter.append(i)
             counter_per_dev.append(None)
@@ -599,8 +601,8 @@ def window_energy(
         else:
             p_lo, p_hi = 0.0, p
 
-        def edge_of(idx: int, ct=ct, cv=cv, p_lo=p_lo, p_hi=p_hi, timing=timing) -> _Anchor:
-            return _edge_of(ct, cv, idx, p_lo, p_hi, timing)
+        def edge_of(idx: int, ct=ct, cv=cv, p_lo=p_lo, p_hi=p_hi, timing=timing, modulus=moduli[i]) -> _Anchor:
+            return _edge_of(ct, cv, idx, p_lo, p_hi, timing, modulus)
 
         chain_j, _bridged, resets, extra_unc = _chain_mj(ct, cv, a0, a1, moduli[i], trace_all, p, limit,
                                                          max_gap_s=3.0 * (interval_s or p), edge_of=edge_of)
@@ -908,7 +910,8 @@ class EnergyMonitor:
             found: list[tuple[float, float]] = []  # (edge mid, half width)
             for ra, rb in itertools.pairwise(lst):
                 (ta, ea), (tb, eb) = ra[:2], rb[:2]
-                if math.isfinite(ea) and eb != ea:
+                # an update edge: a step up, or down across a known wrap (a reset is no edge)
+                if math.isfinite(ea) and (eb > ea or (eb < ea and self.counter_modulus_mj[i])):
                     found.append((0.5 * (ta + tb), 0.5 * (tb - ta)))
             if len(found) >= 2:
                 mids = np.array([f[0] for f in found])
@@ -1046,7 +1049,8 @@ class EnergyMonitor:
                 continue
             prior_timing = self.counter_timing[i]
             prior = prior_timing.period_s if prior_timing else DEFAULT_COUNTER_PERIOD_S
-            ch = np.nonzero(e[1:] != e[:-1])[0] + 1
+            # update edges: steps up, or down across a known wrap (a reset is no edge)
+            ch = np.nonzero((e[1:] > e[:-1]) | ((e[1:] < e[:-1]) & bool(self.counter_modulus_mj[i])))[0] + 1
             ch = ch[t[ch] - t[ch - 1] <= min(0.25 * prior, 0.02)]  # tight brackets only (not the gap between ends)
             edges = 0.5 * (t[ch] + t[ch - 1])
             half = 0.5 * (t[ch] - t[ch - 1])
