@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Hypothesis imports its optimiser on the first @given run. pytest rewrites the modules of its plugins on
+# import, so that rewrite would parse an AST in the middle of a test; on CPython 3.11 an AST built while
+# another thread (or a finalizer) formats a traceback can fail with "SystemError: AST constructor recursion
+# depth mismatch" (seen once under make test-under-load). Importing it here, at collection, before any
+# test starts a thread, takes that parse out of the tests.
+import hypothesis.internal.conjecture.optimiser  # noqa: F401
 import pytest
 
 
