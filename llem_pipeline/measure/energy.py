@@ -270,6 +270,13 @@ def _timing_band(lo: float, hi: float, timing: CounterTiming) -> tuple[float, fl
     return hits[0] if len(hits) == 1 else None
 
 
+def _update_step(before, after, modulus: float | None):
+    """Returns whether a counter change from ``before`` to ``after`` (mJ; numbers or arrays, elementwise) is an
+    update edge: a step up, or a step down across a known wrap ``modulus``. A step down without a modulus is a
+    reset, which is no edge on the counter's grid; equal values are no change."""
+    return (after > before) | ((after < before) & bool(modulus))
+
+
 def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi: float,
              timing: CounterTiming | None, modulus: float | None = None) -> _Anchor:
     """Returns the anchor for observation ``b``: where the update edge that produced its value lies.
@@ -278,8 +285,8 @@ def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi
     ``ct[f]`` and after the latest observation before the run (another value); the next edge comes after
     ``ct[l]``, so the edge is no earlier than ``ct[l] − period_hi``; and (``period_lo`` > 0, the next value
     higher, or lower with a known wrap ``modulus``) the next edge is at or before the first observation after
-    the run, so the edge is no later than that minus ``period_lo``. ``timing`` narrows this interval further when exactly one predicted edge band meets it.
-    The anchor's edge is the middle of the interval (the predicted edge with timing) and its half width
+    the run, so the edge is no later than that minus ``period_lo``. ``timing`` narrows this interval further
+    when exactly one predicted edge band meets it. The anchor's edge is the middle of the interval (the predicted edge with timing) and its half width
     the ± (s).
     """
     t_b, v = float(ct[b]), cv[b]
@@ -301,7 +308,7 @@ def _edge_of(ct: np.ndarray, cv: np.ndarray, b: int, period_lo: float, period_hi
         lo, how = float(ct[first - 1]), "bracket"
     # The next value bounds this edge from above only when it came from the next update edge: a counter that
     # went down without a known modulus (a reset) may have changed at any time, no period after it.
-    if period_lo > 0 and len(after) and (cv[last + 1] > v or modulus) and ct[last + 1] - period_lo < hi:
+    if period_lo > 0 and len(after) and _update_step(v, cv[last + 1], modulus) and ct[last + 1] - period_lo < hi:
         hi, how = float(ct[last + 1]) - period_lo, "bracket"
     if hi < lo:  # timestamps jitter beyond the period bounds: fall back to the one-period interval
         lo, hi, how = t_b - period_hi, t_b, "assumed"
@@ -910,8 +917,7 @@ class EnergyMonitor:
             found: list[tuple[float, float]] = []  # (edge mid, half width)
             for ra, rb in itertools.pairwise(lst):
                 (ta, ea), (tb, eb) = ra[:2], rb[:2]
-                # an update edge: a step up, or down across a known wrap (a reset is no edge)
-                if math.isfinite(ea) and (eb > ea or (eb < ea and self.counter_modulus_mj[i])):
+                if math.isfinite(ea) and _update_step(ea, eb, self.counter_modulus_mj[i]):
                     found.append((0.5 * (ta + tb), 0.5 * (tb - ta)))
             if len(found) >= 2:
                 mids = np.array([f[0] for f in found])
@@ -1049,8 +1055,7 @@ class EnergyMonitor:
                 continue
             prior_timing = self.counter_timing[i]
             prior = prior_timing.period_s if prior_timing else DEFAULT_COUNTER_PERIOD_S
-            # update edges: steps up, or down across a known wrap (a reset is no edge)
-            ch = np.nonzero((e[1:] > e[:-1]) | ((e[1:] < e[:-1]) & bool(self.counter_modulus_mj[i])))[0] + 1
+            ch = np.nonzero(_update_step(e[:-1], e[1:], self.counter_modulus_mj[i]))[0] + 1
             ch = ch[t[ch] - t[ch - 1] <= min(0.25 * prior, 0.02)]  # tight brackets only (not the gap between ends)
             edges = 0.5 * (t[ch] + t[ch - 1])
             half = 0.5 * (t[ch] - t[ch - 1])
